@@ -1,0 +1,78 @@
+"""The model artifact: a directory with ONNX models, a tokenizer and ``artifact.json``.
+
+Layout::
+
+    artifact.json        contract, base model, files with their sha256, training config
+    tokenizer.json       a `tokenizers` tokenizer (no padding/truncation baked in)
+    model.onnx           fp32, inputs input_ids/attention_mask, output sentence_embedding
+    model.int8.onnx      dynamically quantized int8 variant
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoder.contract import EncoderContract
+
+ARTIFACT_FILE = "artifact.json"
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass
+class ArtifactInfo:
+    contract: EncoderContract
+    base_model: str
+    files: dict[str, dict]  # precision -> {"path": ..., "sha256": ...}
+    tokenizer: str = "tokenizer.json"
+    training: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "babelsearch-encoder/1",
+            "contract": self.contract.to_dict(),
+            "base_model": self.base_model,
+            "tokenizer": self.tokenizer,
+            "files": self.files,
+            "training": self.training,
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ArtifactInfo":
+        return cls(
+            contract=EncoderContract.from_dict(data["contract"]),
+            base_model=data["base_model"],
+            files=data["files"],
+            tokenizer=data.get("tokenizer", "tokenizer.json"),
+            training=data.get("training"),
+            extra=data.get("extra", {}),
+        )
+
+    def fingerprint(self, precision: str) -> str:
+        """Identifies the exact vectors this artifact produces at one precision (indexes bind to it)."""
+        return f"{self.files[precision]['sha256'][:16]}-{precision}"
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / ARTIFACT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def load_artifact_info(directory: str | Path) -> ArtifactInfo:
+    path = Path(directory) / ARTIFACT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"not a model artifact: {path} is missing (build one with `python -m trainer.export`)")
+    return ArtifactInfo.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,106 @@
+"""ONNX Runtime encoder: text in, L2-normalised vectors out. Imports no torch.
+
+Texts are tokenized with the artifact's own ``tokenizer.json`` and embedded in batches sorted by
+length, so a batch pads to its own longest text rather than to the longest text of the whole call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from encoder.artifact import PRECISIONS, ArtifactInfo, load_artifact_info
+from encoder.contract import EncoderContract, TextKind
+
+
+class OnnxEncoder:
+    def __init__(
+        self,
+        artifact_dir: str | Path,
+        precision: str = "int8",
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.artifact_dir = Path(artifact_dir)
+        self.info: ArtifactInfo = load_artifact_info(self.artifact_dir)
+        if precision not in self.info.files:
+            raise ValueError(f"artifact {self.artifact_dir} has no {precision} model (has {sorted(self.info.files)})")
+        self.precision = precision
+        self.contract: EncoderContract = self.info.contract
+        self.batch_size = batch_size
+        self.tokenizer = Tokenizer.from_file(str(self.artifact_dir / self.info.tokenizer))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.contract.max_length)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or int(os.environ.get("BABELSEARCH_THREADS", "0")) or 0
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model_path = self.artifact_dir / self.info.files[precision]["path"]
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._pad_id = self.tokenizer.token_to_id("<pad>") or 0
+
+    @property
+    def dim(self) -> int:
+        return self.contract.dim
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint(self.precision)
+
+    def tokenize(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
+        encodings = self.tokenizer.encode_batch(self.contract.with_prefix(texts, kind))
+        return [encoding.ids for encoding in encodings]
+
+    def count_tokens(self, texts: Sequence[str], kind: TextKind) -> list[int]:
+        return [len(ids) for ids in self.tokenize(texts, kind)]
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        kind: TextKind,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts`` as queries or passages: float32 array of shape (len(texts), dim)."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a sequence of texts, not a single string")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenize(texts, kind)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        size = batch_size or self.batch_size
+        starts = range(0, len(order), size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encode {kind}s", unit="batch")
+        for start in starts:
+            rows = order[start : start + size]
+            out[rows] = self._run([ids[i] for i in rows])
+        return out
+
+    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self.encode(texts, "query", **kwargs)
+
+    def encode_passages(self, texts: Sequence[str], **kwargs) -> np.ndarray:
+        return self.encode(texts, "passage", **kwargs)
+
+    def _run(self, batch: list[list[int]]) -> np.ndarray:
+        width = max(len(x) for x in batch)
+        input_ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (embeddings,) = self.session.run(["sentence_embedding"], feeds)
+        return embeddings.astype(np.float32, copy=False)
