@@ -1,0 +1,222 @@
+"""Training loop on the tiny model: loss, config, exact resume, Ctrl-C, refusal to overwrite, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainer_fixtures import write_parallel_jsonl
+from trainer.config import TrainConfig, config_differences, config_from_dict, load_config
+from trainer.loss import info_nce
+from trainer.train import CHECKPOINT_FILE, LOG_FILE, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    data = tmp_path / "parallel.jsonl"
+    if not data.is_file():
+        write_parallel_jsonl(data, groups=40, hard_negatives=True)
+    return config_from_dict({
+        "base": "tiny-random", "datasets": [{"format": "jsonl", "path": str(data)}],
+        "output_dir": str(tmp_path / "run"), "steps": 6, "batch_size": 8, "warmup_steps": 2, "lr": 1e-3,
+        "hard_negatives": 1, "checkpoint_every": 2, "export": False, "threads": 1, **overrides,
+    })
+
+
+def checkpoint(path: Path) -> dict:
+    return torch.load(Path(path) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+
+
+# -------------------------------------------------------------------------------------- loss
+
+
+def test_info_nce_matches_a_direct_computation():
+    torch.manual_seed(0)
+    q, p = F.normalize(torch.randn(4, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    positives = torch.arange(4)
+    expected = -torch.log_softmax(q @ p.T / 0.05, dim=1)[torch.arange(4), positives].mean()
+    assert torch.allclose(info_nce(q, p, positives, 0.05), expected)
+    reverse = -torch.log_softmax(p[:4] @ q.T / 0.05, dim=1).diagonal().mean()
+    assert torch.allclose(info_nce(q, p, positives, 0.05, symmetric=True), (expected + reverse) / 2)
+
+
+def test_info_nce_masks_copies_of_the_positive():
+    q = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=-1)
+    p = F.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0], [1.0, 0.1]]), dim=-1)  # candidate 2 = copy of 0
+    ids = torch.tensor([0, 1, 0])
+    masked = info_nce(q, p, torch.arange(2), 0.05, passage_ids=ids)
+    assert torch.allclose(masked, info_nce(q, p[:2], torch.arange(2), 0.05))
+    assert info_nce(q, p, torch.arange(2), 0.05) > masked
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce(q, p, torch.arange(2), 0.0)
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+def test_yaml_config_with_cli_overrides(tmp_path):
+    import argparse
+
+    from trainer.config import add_override_flags
+
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets:\n  - {format: jsonl, path: x.jsonl}\nalpha: 0.5\ndev: {path: xq, every: 10}\n")
+    parser = argparse.ArgumentParser()
+    add_override_flags(parser)
+    config = load_config(path, parser.parse_args(["--alpha", "1", "--steps", "20", "--dropout", "null",
+                                                  "--symmetric", "true", "--dev-every", "5", "--lr", "5e-5"]))
+    assert (config.alpha, config.steps, config.symmetric, config.dev.every, config.dev.path) == (1.0, 20, True, 5, "xq")
+    assert config.lr == 5e-5 and config.dropout is None
+    assert load_config(path, parser.parse_args(["--no-dev"])).dev is None
+    with pytest.raises(ValueError, match="expected an integer"):
+        load_config(path, parser.parse_args(["--steps", "many"]))
+    with pytest.raises(ValueError, match="alpha must be in"):
+        load_config(path, parser.parse_args(["--alpha", "2"]))
+
+
+def test_config_rejects_unknown_keys_and_bad_datasets():
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['alhpa'\]"):
+        config_from_dict({"datasets": [{"format": "jsonl", "path": "x"}], "alhpa": 0.5})
+    with pytest.raises(ValueError, match="format must be one of"):
+        config_from_dict({"datasets": [{"format": "csv", "path": "x"}]})
+    with pytest.raises(ValueError, match="at least one dataset"):
+        config_from_dict({"datasets": []})
+
+
+def test_config_differences_ignore_run_control_fields(tmp_path):
+    a = tiny_config(tmp_path).to_dict()
+    b = tiny_config(tmp_path, output_dir="elsewhere", checkpoint_every=5, lr=2e-3).to_dict()
+    assert config_differences(a, b) == ["lr: 0.001 -> 0.002"]
+
+
+def test_shipped_configs_load():
+    for name in ("xx_mono", "xy", "hybrid"):
+        config = load_config(ROOT / "configs" / f"{name}.yaml")
+        assert config.alpha == {"xx_mono": 1.0, "xy": 0.0, "hybrid": 0.5}[name]
+        assert config.output_dir.endswith(name)
+    budgets = [{k: v for k, v in load_config(ROOT / "configs" / f"{n}.yaml").to_dict().items()
+                if k not in ("alpha", "output_dir")} for n in ("xx_mono", "xy", "hybrid")]
+    assert budgets[0] == budgets[1] == budgets[2]  # the comparison differs in alpha only
+
+
+# -------------------------------------------------------------------------------- training
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    whole = train(tiny_config(tmp_path, output_dir=str(tmp_path / "whole")))
+    assert whole.stopped == "completed" and whole.step == 6
+
+    config = tiny_config(tmp_path, output_dir=str(tmp_path / "halves"))
+    first = train(config, stop_at=3)
+    assert first.stopped == "stop_at" and checkpoint(tmp_path / "halves")["step"] == 3
+    second = train(config, resume=True)
+    assert second.stopped == "completed" and second.step == 6
+
+    a, b = checkpoint(tmp_path / "whole"), checkpoint(tmp_path / "halves")
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=1e-6, msg=name)
+    assert a["sampler"] == b["sampler"]
+    rows = [json.loads(line) for line in (tmp_path / "halves" / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    whole_rows = [json.loads(line) for line in (tmp_path / "whole" / LOG_FILE).read_text().splitlines()]
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in whole_rows], abs=1e-5)
+
+
+def test_frozen_word_embeddings_stay_put_and_are_not_checkpointed(tmp_path):
+    from trainer.modeling import tiny_encoder
+
+    train(tiny_config(tmp_path, steps=2))
+    state = checkpoint(tmp_path / "run")
+    assert "backbone.embeddings.word_embeddings.weight" not in state["model"]
+    before = tiny_encoder(seed=0).state_dict()
+    changed = [k for k, v in state["model"].items() if not torch.equal(v, before[k])]
+    assert any("encoder.layer" in k for k in changed)
+
+
+def test_refuses_to_overwrite_and_checks_config_on_resume(tmp_path):
+    train(tiny_config(tmp_path, steps=2))
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(tmp_path, steps=2))
+    with pytest.raises(ValueError, match="alpha: 0.5 -> 1.0"):
+        train(tiny_config(tmp_path, steps=2, alpha=1.0), resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_config(tmp_path, output_dir=str(tmp_path / "none")), resume=True)
+
+
+def test_batch_must_split_evenly_and_data_must_exist(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train(config_from_dict({"base": "tiny-random", "datasets": [{"format": "jsonl", "path": str(tmp_path / "x")}],
+                                "output_dir": str(tmp_path / "r")}))
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    config = tiny_config(tmp_path, steps=100000, checkpoint_every=100000)
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(config.to_dict()))  # JSON is YAML
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "trainer", "train", "--config", str(path)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = Path(config.output_dir) / LOG_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    state = checkpoint(config.output_dir)
+    assert state["step"] >= 3 and state["step"] == len(log.read_text().splitlines())
+    resumed = train(config, resume=True, stop_at=state["step"] + 2)
+    assert resumed.step == state["step"] + 2
+
+
+def test_cli_train_and_export(tmp_path):
+    from encoder import OnnxEncoder
+    from trainer.__main__ import main
+
+    config = tiny_config(tmp_path)
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**config.to_dict(), "export": True, "quantize": False}))
+    assert main(["train", "--config", str(path), "--steps", "3", "--warmup-steps", "1"]) == 0
+    artifact = Path(config.output_dir) / "artifact"
+    info = json.loads((artifact / "artifact.json").read_text())
+    assert info["training"]["config"]["steps"] == 3 and info["training"]["steps"] == 3
+    assert info["training"]["config"]["alpha"] == 0.5 and info["training"]["stopped"] == "completed"
+    vectors = OnnxEncoder(artifact, precision="fp32").encode(["der schnelle fuchs"], "query")
+    assert vectors.shape == (1, 32)
+
+
+def test_dev_split_evaluation_keeps_best_weights_and_never_trains_on_held_out_articles(tmp_path):
+    """Early stopping runs the evaluator's LAReQA code on held-out *train* articles; the export records it."""
+    from tests.trainer_fixtures import write_squad_dir
+
+    ids = write_squad_dir(tmp_path / "xq", languages=("en", "de"), articles=6)
+    config = config_from_dict({
+        "base": "tiny-random", "datasets": [{"format": "squad", "path": str(tmp_path / "xq")}],
+        "output_dir": str(tmp_path / "run"), "steps": 4, "batch_size": 4, "warmup_steps": 1, "lr": 1e-3,
+        "threads": 1, "checkpoint_every": 2, "export": True, "quantize": False, "trace_batches": True,
+        "dev": {"path": str(tmp_path / "xq"), "articles": 1, "every": 2, "patience": None},
+    })
+    result = train(config)
+    assert [row["step"] for row in result.dev_history] == [2, 4]
+    assert {"mono_map", "cross_map", "multilingual_map", "rank_distance"} <= set(result.dev_history[0])
+    assert result.best["value"] == max(row["multilingual_map"] for row in result.dev_history)
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+    dev_articles = json.loads((result.artifact / "artifact.json").read_text())["training"]["dev"]["articles"]
+    assert len(dev_articles) == 1 and dev_articles[0] % 2 == 0  # a train-half article (even = train)
+    held_out = set(ids[dev_articles[0]])
+    test_half = {q for article, qids in ids.items() if article % 2 for q in qids}
+    trained = {g for line in (tmp_path / "run" / "trace" / "rank0.jsonl").read_text().splitlines()
+               for g in json.loads(line)["groups"]}
+    assert trained and not trained & held_out and not trained & test_half
