@@ -33,7 +33,10 @@ class OnnxEncoder:
             raise ValueError(f"artifact {self.artifact_dir} has no {precision} model (has {sorted(self.info.files)})")
         self.precision = precision
         self.contract: EncoderContract = self.info.contract
-        self.batch_size = batch_size
+        # The int8 model is *dynamically* quantized: ONNX Runtime derives activation scales from the whole
+        # input tensor, so a batched text's vector would depend on its neighbours (and their padding).
+        # One text per call keeps every vector a function of its own text, as with fp32.
+        self.batch_size = 1 if precision == "int8" else batch_size
         self.tokenizer = Tokenizer.from_file(str(self.artifact_dir / self.info.tokenizer))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.contract.max_length)
@@ -75,7 +78,7 @@ class OnnxEncoder:
             return out
         ids = self.tokenize(texts, kind)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        size = batch_size or self.batch_size
+        size = 1 if self.precision == "int8" else batch_size or self.batch_size
         starts = range(0, len(order), size)
         if progress:
             from tqdm.auto import tqdm

@@ -37,8 +37,9 @@ def test_onnx_matches_torch_on_tiny_model(tiny_artifact):
     assert np.sum(torch_vectors * onnx_vectors, axis=1).min() >= 0.9999
 
 
-def test_runtime_batching_is_order_and_size_independent(tiny_artifact):
-    encoder = OnnxEncoder(tiny_artifact, precision="fp32")
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_runtime_batching_is_order_and_size_independent(tiny_artifact, precision):
+    encoder = OnnxEncoder(tiny_artifact, precision=precision)
     together = encoder.encode(ROOT_SAMPLE, "query", batch_size=5)
     alone = np.stack([encoder.encode([text], "query")[0] for text in ROOT_SAMPLE])
     np.testing.assert_allclose(together, alone, atol=1e-5)
