@@ -1,0 +1,48 @@
+"""Service configuration: environment variables with the ``BABELSEARCH_`` prefix (pydantic-settings)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BABELSEARCH_", extra="ignore")
+
+    model_dir: Path = Field(Path("artifacts/models/e5-small-base"), description="model artifact directory")
+    precision: Literal["int8", "fp32"] = "int8"
+    index_dir: Path = Field(Path("var/index"), description="where the collection (FAISS shards + SQLite) lives")
+    index_type: str = "flat"
+    seed_collection: Path | None = Field(None, description="JSONL ingested at startup when the index is empty")
+    api_key: SecretStr | None = Field(None, description="required for document writes; unset = writes disabled")
+
+    max_query_chars: int = Field(2000, ge=1)
+    max_k: int = Field(100, ge=1)
+    max_embedding_inputs: int = Field(256, ge=1)
+    max_input_chars: int = Field(20000, ge=1, description="per embedding input and per document text")
+    max_documents_per_request: int = Field(1000, ge=1)
+    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    audit_max_queries: int = Field(500, ge=1)
+    warm_up: bool = Field(True, description="load the language detector and run the encoder once before ready")
+    threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
+
+    @field_validator("seed_collection", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        # `BABELSEARCH_API_KEY=` (as docker compose writes for an unset variable) means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("index_type")
+    @classmethod
+    def _known_index_type(cls, value: str) -> str:
+        from indexes import INDEX_TYPES
+
+        if value not in INDEX_TYPES:
+            raise ValueError(f"must be one of {', '.join(INDEX_TYPES)}")
+        return value
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self.api_key is not None

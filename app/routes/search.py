@@ -1,0 +1,48 @@
+"""``POST /search`` and ``GET /languages``."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from app.dependencies import ready_state
+from app.schemas import SearchHit, SearchRequest, SearchResponse, Timing
+from app.state import ServiceState
+from indexes import detect_language
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search", response_model=SearchResponse)
+def search(body: SearchRequest, state: ServiceState = Depends(ready_state)) -> SearchResponse:
+    """Rank the collection's passages against a query in any language."""
+    settings = state.settings
+    if len(body.query) > settings.max_query_chars:
+        raise HTTPException(422, f"query: at most {settings.max_query_chars} characters "
+                                 f"(BABELSEARCH_MAX_QUERY_CHARS), got {len(body.query)}")
+    if body.k > settings.max_k:
+        raise HTTPException(422, f"k: must be between 1 and {settings.max_k} (BABELSEARCH_MAX_K), got {body.k}")
+    start = time.perf_counter()
+    query_language = body.query_language or detect_language(body.query)
+    encoding = time.perf_counter()
+    vector = state.encoder.encode([body.query], "query")[0]
+    encoded = time.perf_counter()
+    hits = state.collection.search(vector, k=body.k, languages=body.languages, per_language=body.per_language)
+    done = time.perf_counter()
+    return SearchResponse(
+        query_language=query_language,
+        results=[
+            SearchHit(id=h.id, text=h.text, language=h.language, score=float(h.score), rank=rank, group=h.group,
+                      metadata=h.metadata or {})
+            for rank, h in enumerate(hits, start=1)
+        ],
+        timing_ms=Timing(encode=round((encoded - encoding) * 1000, 2), search=round((done - encoded) * 1000, 2),
+                         total=round((done - start) * 1000, 2)),
+    )
+
+
+@router.get("/languages")
+def languages(state: ServiceState = Depends(ready_state)) -> dict:
+    """Languages in the collection with their document counts."""
+    counts = state.collection.languages()
+    return {"documents": len(state.collection), "languages": dict(sorted(counts.items(), key=lambda kv: str(kv[0])))}

@@ -1,0 +1,133 @@
+"""What the service holds while it runs: the encoder, the collection and whether they are ready.
+
+Model and index load synchronously at startup, so a missing artifact or an index built with another
+model stops the process with a clear message. Seeding an empty index and the warm-up run in a
+background thread: the process answers ``/livez`` (and ``/readyz`` with 503 and the reason) meanwhile.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from app.config import Settings
+from app.telemetry import Telemetry, TimedEncoder
+from indexes import Collection, Document, detect_languages, read_jsonl
+
+logger = logging.getLogger("babelsearch")
+
+# One sentence per script family lingua loads separate models for (Latin, Cyrillic, Arabic, Devanagari, CJK).
+WARM_UP_TEXTS = ("Wie viele Menschen leben in Berlin?", "Сколько людей живёт в Берлине?", "كم عدد سكان برلين؟",
+                 "बर्लिन में कितने लोग रहते हैं?", "ベルリンには何人住んでいますか？")
+SEED_CHUNK = 64  # documents per add() call while seeding: progress in /readyz, interruptible shutdown
+
+
+class StartupError(RuntimeError):
+    """The configuration cannot be served (missing artifact, index built with another model, bad seed)."""
+
+
+class ServiceState:
+    def __init__(self, settings: Settings, telemetry: Telemetry, encoder=None) -> None:
+        self.settings = settings
+        self.telemetry = telemetry
+        self._injected_encoder = encoder  # tests pass a hand-made encoder; production loads the artifact
+        self.encoder = None
+        self.collection: Collection | None = None
+        self.reason = "starting"
+        self.ready = False
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        settings = self.settings
+        self.reason = f"loading model from {settings.model_dir}"
+        encoder = self._injected_encoder or self._load_encoder()
+        self.encoder = TimedEncoder(encoder, self.telemetry)
+        self.reason = f"opening index at {settings.index_dir}"
+        try:
+            self.collection = Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type)
+        except Exception as exc:  # IndexMismatchError among others: the message says which model built it
+            raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
+        try:
+            seed = self._read_seed() if settings.seed_collection and len(self.collection) == 0 else None
+        except StartupError:
+            self.collection.close()  # releases the index directory's lock
+            raise
+        # Seeding and warm-up run in the background: /livez answers meanwhile, /readyz says what is going on.
+        self._worker = threading.Thread(target=self._prepare, args=(seed or [],), name="prepare", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join()
+        if self.collection is not None:
+            self.collection.close()
+        self.ready = False
+        self.reason = "shut down"
+
+    def _load_encoder(self):
+        from encoder import OnnxEncoder
+
+        settings = self.settings
+        try:
+            return OnnxEncoder(settings.model_dir, settings.precision, threads=settings.threads or None)
+        except (FileNotFoundError, ValueError) as exc:
+            raise StartupError(f"cannot load the model artifact at {settings.model_dir}: {exc}") from exc
+
+    def _read_seed(self) -> list[Document]:
+        path = Path(self.settings.seed_collection)
+        if not path.is_file():
+            raise StartupError(f"seed collection not found: {path} (BABELSEARCH_SEED_COLLECTION)")
+        try:
+            return list(read_jsonl(path))
+        except Exception as exc:
+            raise StartupError(f"cannot read the seed collection {path}: {exc}") from exc
+
+    def _prepare(self, seed: list[Document]) -> None:
+        stage = "seed ingest"
+        try:
+            if seed:
+                self._ingest_seed(seed)
+            stage = "warm-up"
+            if self.settings.warm_up and not self._stop.is_set():
+                self._warm_up()
+        except Exception as exc:  # stays alive and says why it is not ready; /readyz carries the reason
+            logger.exception("%s failed", stage)
+            self.reason = f"{stage} failed: {exc}"
+            return
+        if not self._stop.is_set():
+            self._mark_ready()
+
+    def _ingest_seed(self, documents: list[Document]) -> None:
+        label = f"ingesting seed collection {self.settings.seed_collection}"
+        self.reason = f"{label} (0/{len(documents)} documents)"
+        for start in range(0, len(documents), SEED_CHUNK):
+            if self._stop.is_set():
+                return
+            self.collection.add(documents[start : start + SEED_CHUNK])
+            self.reason = f"{label} ({min(start + SEED_CHUNK, len(documents))}/{len(documents)} documents)"
+        logger.info("seeded %d documents from %s", len(documents), self.settings.seed_collection)
+
+    def _warm_up(self) -> None:
+        """Pay the one-off costs before the first user does: lingua loads its language models lazily
+        (~10 s and ~1 GB for all of them), ONNX Runtime allocates on its first run."""
+        self.reason = "warming up (language detector and encoder)"
+        detect_languages(list(WARM_UP_TEXTS))
+        self.encoder.encode(["warm-up"], "query")
+        logger.info("warm-up done")
+
+    def _mark_ready(self) -> None:
+        self.ready = True
+        self.reason = "ready"
+        self.telemetry.ready.set(1)
+
+    # --- helpers for the routes --------------------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        """The id the API reports for the model: the artifact directory's name (e.g. ``e5-small-base``)."""
+        directory = getattr(self.encoder, "artifact_dir", None) if self.encoder is not None else None
+        return Path(str(directory)).name if directory else "unloaded" if self.encoder is None else "model"

@@ -1,0 +1,80 @@
+"""Prometheus metrics. Each app gets its own registry (several apps can live in one test process)."""
+from __future__ import annotations
+
+import re
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Telemetry:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "babelsearch_requests", "HTTP requests by endpoint and status",
+            ["endpoint", "method", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "babelsearch_request_duration_seconds", "HTTP request latency by endpoint and status",
+            ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.encode = Histogram(
+            "babelsearch_encode_duration_seconds", "time spent in the encoder per call",
+            ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.encoded_texts = Counter(
+            "babelsearch_encoded_texts", "texts embedded by the encoder", ["kind"], registry=self.registry)
+        self.documents = Gauge(
+            "babelsearch_documents", "documents in the collection per language", ["language"], registry=self.registry)
+        self.ready = Gauge("babelsearch_ready", "1 when model and index are loaded", registry=self.registry)
+
+    def set_documents(self, languages: dict) -> None:
+        self.documents.clear()
+        for language, count in languages.items():
+            self.documents.labels(language=language or "und").set(count)
+
+    def export(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class TelemetryMiddleware:
+    """Counts every request under its route template (``/documents/{doc_id}``, not the raw path)."""
+
+    def __init__(self, app, telemetry: Telemetry) -> None:
+        self.app, self.telemetry = app, telemetry
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def send_with_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            # "/documents/{doc_id:path}" -> "/documents/{doc_id}": the template, never the raw id
+            endpoint = re.sub(r":\w+}", "}", getattr(route, "path", None) or "unmatched")
+            labels = dict(endpoint=endpoint, method=scope["method"], status=str(status[0]))
+            self.telemetry.requests.labels(**labels).inc()
+            self.telemetry.latency.labels(**labels).observe(time.perf_counter() - start)
+
+
+class TimedEncoder:
+    """The encoder as the index and the routes see it: same interface, every ``encode`` call timed."""
+
+    def __init__(self, encoder, telemetry: Telemetry) -> None:
+        self._encoder, self._telemetry = encoder, telemetry
+
+    def encode(self, texts, kind, *args, **kwargs):
+        start = time.perf_counter()
+        vectors = self._encoder.encode(texts, kind, *args, **kwargs)
+        self._telemetry.encode.labels(kind=kind).observe(time.perf_counter() - start)
+        self._telemetry.encoded_texts.labels(kind=kind).inc(len(texts))
+        return vectors
+
+    def __getattr__(self, name):
+        return getattr(self._encoder, name)
