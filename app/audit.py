@@ -93,9 +93,8 @@ def run_audit(request, collection, encoder, max_queries_limit: int) -> dict:
         cases, mode = self_cases(candidates), "self"
 
     t_encode = time.perf_counter()
-    # One query per call, exactly as /search embeds it: int8 dynamic quantization scales activations per
-    # batch, so a query's vector (and ranking) can shift slightly with the batch it was encoded in.
-    vectors = [encoder.encode([case.text], "query")[0] for case in cases]
+    # The encoder's vectors do not depend on batching (see encoder.runtime), so these equal /search's.
+    vectors = encoder.encode([case.text for case in cases], "query")
     t_rank = time.perf_counter()
     size = len(collection)
     k = request.k

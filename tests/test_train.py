@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,6 +195,14 @@ def test_cli_train_and_export(tmp_path):
     assert info["training"]["config"]["alpha"] == 0.5 and info["training"]["stopped"] == "completed"
     vectors = OnnxEncoder(artifact, precision="fp32").encode(["der schnelle fuchs"], "query")
     assert vectors.shape == (1, 32)
+
+    # Re-exporting the run's last weights (no dev split: the same weights) gives the same vectors.
+    assert main(["export", config.output_dir, "--weights", "last"]) == 0
+    again = Path(config.output_dir) / "artifact-last"
+    assert json.loads((again / "artifact.json").read_text())["training"]["exported_weights"] == "last: step 3"
+    np.testing.assert_allclose(OnnxEncoder(again, precision="fp32").encode(["der schnelle fuchs"], "query"), vectors,
+                               atol=1e-6)
+    assert main(["export", config.output_dir, "--weights", "best"]) == 2  # no dev split, so no best.pt
 
 
 def test_dev_split_evaluation_keeps_best_weights_and_never_trains_on_held_out_articles(tmp_path):

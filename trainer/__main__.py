@@ -1,4 +1,5 @@
 """``python -m trainer train --config configs/hybrid.yaml [--alpha 0.5 --steps 300 ...] [--resume]``
+``python -m trainer export runs/hybrid --weights last|best [--out DIR]``
 
 Multi-process: ``torchrun --standalone --nproc-per-node 2 -m trainer train --config ...``
 (gloo on CPU, nccl on GPU; ``batch_size`` is the global batch).
@@ -24,7 +25,20 @@ def main(argv: list[str] | None = None) -> int:
                        help="save a checkpoint and exit after STEP steps (continue later with --resume)")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     add_override_flags(train)
+    export = commands.add_parser("export", help="export a run's last or best weights to an ONNX artifact")
+    export.add_argument("run_dir", help="the run's output_dir (holds checkpoint.pt)")
+    export.add_argument("--weights", choices=["last", "best"], default="last")
+    export.add_argument("--out", default=None, help="artifact directory (default: <run_dir>/artifact-<weights>)")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        from trainer.train import export_run
+
+        try:
+            print(f"wrote {export_run(args.run_dir, args.weights, args.out)}")
+        except (ValueError, FileNotFoundError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
 
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,

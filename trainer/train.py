@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from trainer import distributed as dist_utils
-from trainer.config import TrainConfig, config_differences
+from trainer.config import TrainConfig, config_differences, config_from_dict
 from trainer.data import (
     SPLIT_FILE, ParallelDataset, SquadSplit, load_jsonl, load_ntrex, load_squad2_fi, load_squad_sentences,
 )
@@ -525,6 +525,37 @@ class Trainer:
             tqdm.write(f"exported {path}")
         dist_utils.barrier()
         return path
+
+
+def export_run(run_dir: str | Path, weights: str = "last", out: str | Path | None = None) -> Path:
+    """Export a run's ``last`` (checkpoint) or ``best`` (dev) weights to an artifact, e.g. to compare runs
+    at an equal number of steps whatever their dev split picked."""
+    run_dir = Path(run_dir)
+    if weights not in ("last", "best"):
+        raise ValueError(f"weights must be 'last' or 'best', got {weights!r}")
+    source = run_dir / (CHECKPOINT_FILE if weights == "last" else BEST_FILE)
+    if not source.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {source.name} (a run's output_dir holds {CHECKPOINT_FILE}"
+                                f"{f' and, with a dev split, {BEST_FILE}' if weights == 'best' else ''})")
+    checkpoint = torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    state = checkpoint if weights == "last" else torch.load(source, map_location="cpu", weights_only=False)
+    config = config_from_dict(checkpoint["config"])
+    encoder = build_encoder(config)
+    if config.freeze_word_embeddings:
+        encoder.freeze_word_embeddings()  # not checkpointed: they come from the base model
+    frozen = {name for name, p in encoder.named_parameters() if not p.requires_grad}
+    missing, unexpected = encoder.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(f"{source}: weights do not match the run's base model "
+                           f"(missing {sorted(set(missing) - frozen)}, unexpected {sorted(unexpected)})")
+    previous = run_dir / ARTIFACT_DIR / "artifact.json"
+    record = json.loads(previous.read_text(encoding="utf-8"))["training"] if previous.is_file() else {
+        "config": checkpoint["config"], "steps": checkpoint["step"]}
+    record["exported_weights"] = f"{weights}: step {state['step']}"
+    from trainer.export import export_artifact
+
+    return export_artifact(encoder.eval(), out or run_dir / f"{ARTIFACT_DIR}-{weights}", training=record,
+                           quantize=config.quantize)
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None) -> TrainResult:
