@@ -6,7 +6,7 @@ MODEL  := artifacts/models/e5-small-base
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test setup model bench eval-base clean
+.PHONY: serve test setup model bench eval-base compare clean
 
 # One environment for serving, training and tests (torch==2.13.0 comes from the machine's local wheel).
 $(BIN)/.installed: pyproject.toml
@@ -32,6 +32,14 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed $(MODEL)/artifact.json
 	$(BIN)/python bench/bench_encoder.py
+
+# The base model on the XQuAD-R test half (LAReQA protocol), report + plots in reports/.
+eval-base: $(BIN)/.installed $(MODEL)/artifact.json
+	$(BIN)/python -m evaluation lareqa --model $(MODEL) --split test --precision fp32 --out reports/e5-small-base-test
+
+# X-X-mono vs X-Y vs hybrid at one budget, then the test-half comparison (~35 min on 2 cores, resumable).
+compare: $(BIN)/.installed $(MODEL)/artifact.json
+	PYTHON=$(BIN)/python scripts/train_compare.sh
 
 clean:
 	rm -rf $(VENV) artifacts var

@@ -52,8 +52,11 @@ class ArtifactInfo:
         )
 
     def fingerprint(self, precision: str) -> str:
-        """Identifies the exact vectors this artifact produces at one precision (indexes bind to it)."""
-        return f"{self.files[precision]['sha256'][:16]}-{precision}"
+        """Identifies the vectors this artifact produces at one precision (indexes and caches bind to it):
+        the ONNX file and the contract (prefixes, pooling, max length change vectors without changing it)."""
+        contract = json.dumps(self.contract.to_dict(), sort_keys=True)
+        digest = hashlib.sha256(f"{self.files[precision]['sha256']}\0{contract}".encode()).hexdigest()
+        return f"{digest[:16]}-{precision}"
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / ARTIFACT_FILE

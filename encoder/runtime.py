@@ -16,6 +16,10 @@ from tokenizers import Tokenizer
 from encoder.artifact import PRECISIONS, ArtifactInfo, load_artifact_info
 from encoder.contract import EncoderContract, TextKind
 
+# Bumped whenever this module changes the vectors it computes from the same artifact (2: int8 one text per
+# call), so indexes and embedding caches built by an older runtime are not mixed with new vectors.
+RUNTIME_VERSION = 2
+
 
 class OnnxEncoder:
     def __init__(
@@ -54,7 +58,7 @@ class OnnxEncoder:
 
     @property
     def fingerprint(self) -> str:
-        return self.info.fingerprint(self.precision)
+        return f"{self.info.fingerprint(self.precision)}-r{RUNTIME_VERSION}"
 
     def tokenize(self, texts: Sequence[str], kind: TextKind) -> list[list[int]]:
         encodings = self.tokenizer.encode_batch(self.contract.with_prefix(texts, kind))
@@ -83,7 +87,7 @@ class OnnxEncoder:
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"encode {kind}s", unit="batch")
+            starts = tqdm(starts, desc=f"encode {'queries' if kind == 'query' else 'passages'}", unit="batch")
         for start in starts:
             rows = order[start : start + size]
             out[rows] = self._run([ids[i] for i in rows])

@@ -116,3 +116,15 @@ def test_real_model_onnx_parity(base_artifact):
     assert np.sum(reference * fp32, axis=1).min() >= 0.9999
     # int8 dynamic quantization costs a little: measured mean ~0.997 (bench/bench_encoder.py reports it).
     assert np.sum(reference * int8, axis=1).mean() >= 0.99
+
+
+def test_fingerprint_changes_with_the_contract_and_the_runtime(tiny_artifact):
+    """Indexes and caches bind to the fingerprint: anything that changes the vectors must change it."""
+    from dataclasses import replace
+
+    from encoder.runtime import RUNTIME_VERSION
+
+    info = load_artifact_info(tiny_artifact)
+    other = replace(info, contract=EncoderContract.from_dict({**info.contract.to_dict(), "query_prefix": "q: "}))
+    assert other.fingerprint("fp32") != info.fingerprint("fp32")
+    assert OnnxEncoder(tiny_artifact, precision="fp32").fingerprint == f"{info.fingerprint('fp32')}-r{RUNTIME_VERSION}"
