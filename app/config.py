@@ -14,7 +14,8 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("artifacts/models/e5-small-base"), description="model artifact directory")
     precision: Literal["int8", "fp32"] = "int8"
     index_dir: Path = Field(Path("var/index"), description="where the collection (FAISS shards + SQLite) lives")
-    index_type: str = "flat"
+    index_type: str | None = Field(None, description="flat | hnsw | ivf; unset keeps an existing index's type "
+                                                     "(a new index is flat)")
     seed_collection: Path | None = Field(None, description="JSONL ingested at startup when the index is empty")
     api_key: SecretStr | None = Field(None, description="required for document writes; unset = writes disabled")
 
@@ -28,7 +29,7 @@ class Settings(BaseSettings):
     warm_up: bool = Field(True, description="load the language detector and run the encoder once before ready")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
 
-    @field_validator("seed_collection", "api_key", mode="before")
+    @field_validator("seed_collection", "api_key", "index_type", mode="before")
     @classmethod
     def _empty_is_unset(cls, value):
         # `BABELSEARCH_API_KEY=` (as docker compose writes for an unset variable) means "not set".
@@ -36,10 +37,10 @@ class Settings(BaseSettings):
 
     @field_validator("index_type")
     @classmethod
-    def _known_index_type(cls, value: str) -> str:
+    def _known_index_type(cls, value: str | None) -> str | None:
         from indexes import INDEX_TYPES
 
-        if value not in INDEX_TYPES:
+        if value is not None and value not in INDEX_TYPES:
             raise ValueError(f"must be one of {', '.join(INDEX_TYPES)}")
         return value
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.config import Settings
 from app.main import create_app
 from app.state import StartupError
 from encoder import OnnxEncoder
@@ -393,6 +394,7 @@ def test_serving_path_does_not_import_torch(tmp_path, tiny_artifact, seed_file):
 import sys
 from fastapi.testclient import TestClient
 from app.config import Settings
+from app.config import Settings
 from app.main import create_app
 settings = Settings(model_dir={str(tiny_artifact)!r}, index_dir={str(tmp_path / 'index')!r},
                     seed_collection={str(seed_file)!r}, warm_up=False)
@@ -475,3 +477,18 @@ def test_real_model_audit_sees_the_base_models_language_bias(real_client):
     # the query-language passage comes first far more often than chance (1 / number of languages)
     assert first["n_queries"] == report["n_queries"] and first["rate"] > 2 * first["chance"]
     assert report["rank_distance"] > 0 and 0 < report["map"] <= 1
+
+
+def test_unset_index_type_keeps_the_type_an_index_was_built_with(tmp_path, tiny_artifact):
+    """An HNSW index served without BABELSEARCH_INDEX_TYPE stays HNSW (it is not silently rebuilt as flat)."""
+    from encoder import OnnxEncoder
+    from indexes import Collection, Document
+
+    with Collection.open(tmp_path / "index", OnnxEncoder(tiny_artifact), index_type="hnsw") as collection:
+        collection.add([Document("a", "der schnelle fuchs", "de"), Document("b", "the quick fox", "en")])
+    settings = Settings(model_dir=tiny_artifact, index_dir=tmp_path / "index", warm_up=False)
+    assert settings.index_type is None
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+        assert client.get("/").json()["index"]["type"] == "hnsw"
+    assert json.loads((tmp_path / "index" / "manifest.json").read_text())["index_type"] == "hnsw"

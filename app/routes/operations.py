@@ -58,6 +58,6 @@ def index(state: ServiceState = Depends(get_state)) -> dict:
             "fingerprint": encoder.fingerprint,
         }
     if collection is not None:
-        info["index"] = {"type": settings.index_type, "documents": len(collection),
+        info["index"] = {"type": collection.index_type, "documents": len(collection),
                          "languages": len(collection.languages())}
     return info

@@ -1,0 +1,558 @@
+"""A collection: documents in SQLite (the source of truth) + one in-memory FAISS shard per language.
+
+On disk (``<directory>/``)::
+
+    manifest.json         the encoder the vectors came from (fingerprint, dim, base model), index type, counts
+    documents.sqlite3     documents + float32 vectors (+ -wal/-shm while open), one transaction per write
+    shards/<lang>.faiss   a cache of each language's FAISS index, written on close/checkpoint
+    .lock                 flock held by the process that has the collection open
+
+Crash safety: add()/delete() encode first, then commit documents and vectors in one SQLite transaction,
+then update the shards in memory. Shard files are only a cache: on open each shard's keys are compared
+with the store's and repaired from the stored vectors (never re-encoded), so a process killed at any
+moment reopens to exactly the last committed state.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from indexes.documents import Document, Hit, validate_document
+from indexes.languages import detect_languages, normalize_language
+from indexes.locks import DirectoryLock, ReadWriteLock
+from indexes.shards import Shard, check_index_type, single_threaded
+from indexes.store import DocumentStore, StoredRow, WriteResult
+
+logger = logging.getLogger("babelsearch.indexes")
+
+FORMAT = "babelsearch-index/1"
+MANIFEST_FILE = "manifest.json"
+DATABASE_FILE = "documents.sqlite3"
+SHARD_DIR = "shards"
+CHECKPOINT_SECONDS = 60.0  # during long ingests, write shard files at most this often (faster reopen)
+
+
+class IndexMismatchError(ValueError):
+    """The index was built with another encoder (fingerprint or dimension): its vectors are not comparable."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no index at {directory} ({MANIFEST_FILE} is missing)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a babelsearch index manifest (expected format {FORMAT!r})")
+    return manifest
+
+
+def describe(directory: str | Path) -> dict:
+    """Manifest and live counts of an index without opening it for writing (works while a service has it
+    open): reads the store through a read-only SQLite connection."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    database = directory / DATABASE_FILE
+    if not database.is_file():
+        raise FileNotFoundError(f"{directory} has a manifest but no {DATABASE_FILE}")
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+    try:
+        languages = dict(connection.execute(
+            "SELECT language, COUNT(*) FROM documents GROUP BY language ORDER BY language").fetchall())
+        (groups,) = connection.execute("SELECT COUNT(DISTINCT grp) FROM documents WHERE grp IS NOT NULL").fetchone()
+        (version,) = connection.execute("SELECT value FROM state WHERE name = 'version'").fetchone()
+    finally:
+        connection.close()
+    shard_files = {p.stem: p.stat().st_size for p in sorted((directory / SHARD_DIR).glob("*.faiss"))}
+    return {
+        **{key: value for key, value in manifest.items() if key != "shards"},
+        "version": version,
+        "documents": sum(languages.values()),
+        "languages": languages,
+        "groups": groups,
+        "shard_files": shard_files,
+        "disk_bytes": sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()),
+    }
+
+
+def describe_encoder(encoder) -> dict:
+    info = getattr(encoder, "info", None)
+    return {
+        "encoder_fingerprint": str(encoder.fingerprint),
+        "dim": int(encoder.dim),
+        "base_model": getattr(info, "base_model", None) or getattr(encoder, "base_model", None),
+        "precision": getattr(encoder, "precision", None),
+    }
+
+
+def check_encoder(manifest: dict, encoder, directory: str | Path) -> None:
+    """Refuse an encoder whose vectors differ from the ones the index holds."""
+    mine = describe_encoder(encoder)
+    if manifest["encoder_fingerprint"] != mine["encoder_fingerprint"] or int(manifest["dim"]) != mine["dim"]:
+        raise IndexMismatchError(
+            f"the index at {directory} was built with encoder {manifest['encoder_fingerprint']} "
+            f"(dim {manifest['dim']}, {manifest.get('base_model')}, {manifest.get('precision')}), but the loaded "
+            f"encoder is {mine['encoder_fingerprint']} (dim {mine['dim']}, {mine['base_model']}, {mine['precision']}); "
+            "serve the index with the model it was built with, or rebuild it into a new directory with "
+            "`python -m indexes build --model ARTIFACT_DIR --input docs.jsonl --out NEW_DIR`"
+        )
+
+
+class Collection:
+    """Use ``Collection.open(...)``. Thread-safe: searches run concurrently; writes are exclusive and
+    atomic (a search sees a write completely or not at all)."""
+
+    def __init__(self, directory: Path, encoder, manifest: dict, store: DocumentStore, lock: DirectoryLock) -> None:
+        self.directory = directory
+        self.encoder = encoder
+        self._manifest = manifest
+        self._store = store
+        self._lock = lock
+        self._rw = ReadWriteLock()
+        self._shards: dict[str, Shard] = {}
+        self._dirty: set[str] = set()
+        self._closed = False
+        self._last_checkpoint = time.monotonic()
+
+    # --- opening -----------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, directory: str | Path, encoder, index_type: str | None = "flat", create: bool = True
+    ) -> "Collection":
+        """Open (or create) the collection in ``directory``.
+
+        ``encoder``: has ``.encode(texts, kind)``, ``.dim``, ``.fingerprint``; None opens for maintenance
+        (delete, info, search by vector) without the encoder check. ``index_type``: flat | hnsw | ivf for a
+        new collection; for an existing one a different type rebuilds the shards from the stored vectors
+        (None keeps the recorded type).
+        """
+        directory = Path(directory)
+        if index_type is not None:
+            check_index_type(index_type)
+        manifest_path = directory / MANIFEST_FILE
+        if not manifest_path.is_file():
+            if not create:
+                raise FileNotFoundError(f"no index at {directory} ({MANIFEST_FILE} is missing)")
+            if encoder is None:
+                raise ValueError(f"creating a collection at {directory} needs an encoder")
+            strangers = sorted(p.name for p in directory.iterdir() if p.name not in (".lock", MANIFEST_FILE + ".tmp")) \
+                if directory.is_dir() else []
+            if strangers:
+                raise ValueError(
+                    f"{directory} is not empty ({', '.join(strangers[:3])}{', ...' if len(strangers) > 3 else ''}) and "
+                    f"holds no babelsearch index ({MANIFEST_FILE} is missing); use an empty or new directory"
+                )
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(directory)
+        lock.acquire()
+        try:
+            if manifest_path.is_file():
+                manifest = read_manifest(directory)
+                if encoder is not None:
+                    check_encoder(manifest, encoder, directory)
+            else:
+                manifest = cls._create_manifest(directory, encoder, index_type or "flat")
+            if index_type is not None and index_type != manifest["index_type"]:
+                logger.warning("index %s: index type %s -> %s (rebuilding shards from stored vectors)",
+                               directory, manifest["index_type"], index_type)
+                manifest["index_type"] = index_type
+            store = DocumentStore(directory / DATABASE_FILE, int(manifest["dim"]))
+            collection = cls(directory, encoder, manifest, store, lock)
+        except BaseException:
+            lock.release()
+            raise
+        try:
+            collection._load_shards()
+            collection._write_manifest()
+        except BaseException:
+            collection._store.close()
+            lock.release()
+            raise
+        return collection
+
+    @staticmethod
+    def _create_manifest(directory: Path, encoder, index_type: str) -> dict:
+        now = _now()
+        manifest = {"format": FORMAT, **describe_encoder(encoder), "index_type": index_type, "created": now, "updated": now}
+        write_json_atomic(directory / MANIFEST_FILE, manifest)
+        return manifest
+
+    def _load_shards(self) -> None:
+        """Load the shard files and make each match the store exactly (runs without concurrent access)."""
+        shard_dir = self.directory / SHARD_DIR
+        shard_dir.mkdir(exist_ok=True)
+        for leftover in shard_dir.glob("*.tmp"):
+            leftover.unlink()
+        index_type, dim = self._manifest["index_type"], int(self._manifest["dim"])
+        stored = self._store.language_keys(writer=True)
+        self._shards, self._dirty = {}, set()
+        for path in shard_dir.glob("*.faiss"):
+            if path.stem not in stored:
+                path.unlink()
+        for language, keys in stored.items():
+            path = shard_dir / f"{language}.faiss"
+            shard = None
+            if path.is_file():
+                try:
+                    shard = Shard.load(path, index_type, dim)
+                except Exception as exc:  # unreadable or of another type: the store has everything needed
+                    logger.warning("rebuilding shard %s: %s", path, exc)
+            if shard is None:
+                shard = self._build_shard(language)
+                self._dirty.add(language)
+            else:
+                present = shard.all_keys()
+                extra = present[~np.isin(present, keys)]
+                missing = keys[~np.isin(keys, present)]
+                if len(extra) or len(missing):
+                    logger.info("shard %s: %d stale, %d missing vectors restored from the store",
+                                language, len(extra), len(missing))
+                    shard.remove(extra)
+                    shard.add(missing, self._store.vectors(missing, writer=True))
+                    self._dirty.add(language)
+                if shard.needs_rebuild():
+                    shard = self._build_shard(language)
+                    self._dirty.add(language)
+            self._shards[language] = shard
+
+    def _build_shard(self, language: str) -> Shard:
+        keys, vectors = self._store.language_vectors(language, writer=True)
+        return Shard.build(self._manifest["index_type"], int(self._manifest["dim"]), keys, vectors)
+
+    # --- writes ------------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        documents: Iterable[Document],
+        batch_size: int = 64,
+        progress: bool = False,
+        skip_unchanged: bool = False,
+    ) -> dict:
+        """Upsert ``documents`` (by id) in one transaction: all of them or, on error, none.
+
+        Documents without a language get the detected one. A re-added id replaces the stored document;
+        its vector is reused when the text is unchanged. ``skip_unchanged`` leaves identical documents alone
+        (counted as "unchanged"). Returns ``{"added", "replaced", "unchanged", "languages": {lang: n}}``.
+        """
+        self._check_open()
+        if self.encoder is None:
+            raise RuntimeError("this collection was opened without an encoder; it cannot add documents")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        documents = self._prepare(documents)
+        stored = self._store.rows_by_id([doc.id for doc in documents])
+        unchanged = [doc for doc in documents if doc.id in stored and _same(doc, stored[doc.id])] if skip_unchanged else []
+        skip = {doc.id for doc in unchanged}
+        writes = [doc for doc in documents if doc.id not in skip]
+        vectors = self._vectors_for(writes, stored, batch_size, progress)
+        result = {"added": 0, "replaced": 0, "unchanged": len(unchanged), "languages": {}}
+        if not writes:
+            return result
+        with self._rw.write():
+            self._check_open()
+            written = self._store.write(list(zip(writes, vectors)))
+            self._apply(written, vectors)
+        result.update(
+            added=len(writes) - written.replaced,
+            replaced=written.replaced,
+            languages=dict(sorted(Counter(doc.language for doc in writes).items())),
+        )
+        return result
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete documents by id; returns how many existed."""
+        self._check_open()
+        ids = list(dict.fromkeys(ids))
+        bad = [doc_id for doc_id in ids if not isinstance(doc_id, str) or not doc_id]
+        if bad:
+            raise ValueError(f"ids must be non-empty strings, got {bad[0]!r}")
+        if not ids:
+            return 0
+        with self._rw.write():
+            self._check_open()
+            written = self._store.write(deletes=ids)
+            if written.removed:
+                self._apply(written, np.zeros((0, self.dim), dtype=np.float32))
+        return len(written.removed)
+
+    def unchanged_ids(self, documents: Iterable[Document]) -> set[str]:
+        """Ids of ``documents`` already stored exactly so (text, group, metadata, and language if given)."""
+        self._check_open()
+        documents = [validate_document(doc) for doc in documents]
+        stored = self._store.rows_by_id([doc.id for doc in documents])
+        return {doc.id for doc in documents if doc.id in stored and _same(doc, stored[doc.id])}
+
+    def _prepare(self, documents: Iterable[Document]) -> list[Document]:
+        """Validate everything before anything is written; the last occurrence of a repeated id wins."""
+        if isinstance(documents, Document):
+            documents = [documents]
+        by_id: dict[str, Document] = {}
+        for doc in documents:
+            doc = validate_document(doc)
+            by_id.pop(doc.id, None)
+            by_id[doc.id] = doc
+        prepared = list(by_id.values())
+        unknown = [i for i, doc in enumerate(prepared) if doc.language is None]
+        if unknown:
+            detected = detect_languages([prepared[i].text for i in unknown])
+            failed = [prepared[i].id for i, language in zip(unknown, detected) if language is None]
+            if failed:
+                raise ValueError(
+                    f"cannot detect the language of {len(failed)} document(s) (ids {', '.join(map(repr, failed[:5]))}); "
+                    "give them a 'language'"
+                )
+            for i, language in zip(unknown, detected):
+                prepared[i].language = language
+        return prepared
+
+    def _vectors_for(self, documents: list[Document], stored: dict[str, StoredRow], batch_size: int, progress: bool) -> np.ndarray:
+        """Passage vectors: reused from the store where the text is unchanged, encoded otherwise."""
+        dim = self.dim
+        vectors = np.zeros((len(documents), dim), dtype=np.float32)
+        reuse = [i for i, doc in enumerate(documents) if doc.id in stored and stored[doc.id].text == doc.text]
+        if reuse:
+            try:
+                vectors[reuse] = self._store.vectors([stored[documents[i].id].key for i in reuse])
+            except KeyError:  # replaced or deleted meanwhile by another writer: just encode them
+                reuse = []
+        reused = set(reuse)
+        todo = [i for i in range(len(documents)) if i not in reused]
+        todo.sort(key=lambda i: len(documents[i].text))  # similar lengths per batch: less padding
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="encode passages", unit="doc")
+        for start in range(0, len(todo), batch_size):
+            rows = todo[start : start + batch_size]
+            encoded = np.asarray(self.encoder.encode([documents[i].text for i in rows], "passage"), dtype=np.float32)
+            if encoded.shape != (len(rows), dim):
+                raise ValueError(f"encoder returned shape {encoded.shape}, expected {(len(rows), dim)}")
+            vectors[rows] = encoded
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        return vectors
+
+    def _apply(self, written: WriteResult, vectors: np.ndarray) -> None:
+        """Mirror a committed write in the shards (caller holds the write lock)."""
+        try:
+            touched: set[str] = set()
+            removed: dict[str, list[int]] = {}
+            for key, language in written.removed:
+                removed.setdefault(language, []).append(key)
+            for language, keys in removed.items():
+                if language in self._shards:
+                    self._shards[language].remove(keys)
+                    touched.add(language)
+            added: dict[str, list[int]] = {}
+            for row, (key, language) in enumerate(written.inserted):
+                added.setdefault(language, []).append(row)
+            for language, rows in added.items():
+                shard = self._shards.get(language) or Shard.empty(self._manifest["index_type"], self.dim)
+                shard.add(np.asarray([written.inserted[r][0] for r in rows], dtype=np.int64), vectors[rows])
+                self._shards[language] = shard
+                touched.add(language)
+            for language in touched:
+                if len(self._shards[language]) == 0:
+                    del self._shards[language]
+                elif self._shards[language].needs_rebuild():
+                    self._shards[language] = self._build_shard(language)
+            self._dirty |= touched
+        except Exception:
+            logger.exception("updating the shards failed; rebuilding them from the store")
+            self._load_shards()
+        self._manifest["updated"] = _now()
+        self._write_manifest()
+        if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
+            self._persist()
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        languages: Sequence[str] | None = None,
+        per_language: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best documents for one query vector, all searched languages merged by score.
+
+        ``languages``: shards to search (None = all). ``per_language``: at most that many hits per language.
+        """
+        self._check_open()
+        query = np.asarray(vector, dtype=np.float32)
+        if query.ndim == 2 and query.shape[0] == 1:
+            query = query[0]
+        if query.shape != (self.dim,):
+            raise ValueError(f"query vector must have shape ({self.dim},), got {tuple(np.shape(vector))}")
+        if not np.all(np.isfinite(query)):
+            raise ValueError("query vector contains NaN or infinity")
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        if per_language is not None and (not isinstance(per_language, (int, np.integer)) or per_language < 1):
+            raise ValueError(f"per_language must be a positive integer or None, got {per_language!r}")
+        if isinstance(languages, str):
+            languages = [languages]
+        wanted = None if languages is None else list(dict.fromkeys(normalize_language(code) for code in languages))
+        query = np.ascontiguousarray(query.reshape(1, -1))
+        depth = min(k, per_language) if per_language else k
+        with self._rw.read(), single_threaded():
+            scores, keys = [], []
+            for language in (self._shards if wanted is None else wanted):
+                shard = self._shards.get(language)
+                if shard is not None:
+                    shard_scores, shard_keys = shard.search(query, depth)
+                    scores.append(shard_scores)
+                    keys.append(shard_keys)
+            if not scores:
+                return []
+            scores, keys = np.concatenate(scores), np.concatenate(keys)
+            top = np.lexsort((keys, -scores))[:k]  # score desc, ties by insertion order
+            rows = self._store.rows_by_key(keys[top])
+        return [
+            Hit(row.id, row.text, row.language, float(scores[i]), row.group, json.loads(row.metadata))
+            for i in top
+            if (row := rows.get(int(keys[i]))) is not None
+        ]
+
+    def search_text(self, query: str, k: int = 10, languages: Sequence[str] | None = None,
+                    per_language: int | None = None) -> list[Hit]:
+        """``search`` for a query text, embedded with the collection's encoder (as a "query")."""
+        if self.encoder is None:
+            raise RuntimeError("this collection was opened without an encoder; pass a vector to search()")
+        return self.search(self.encoder.encode([query], "query")[0], k, languages, per_language)
+
+    def get(self, id: str) -> Document | None:
+        self._check_open()
+        row = self._store.rows_by_id([id]).get(id)
+        return row.document() if row is not None else None
+
+    def languages(self) -> dict[str, int]:
+        """Documents per language."""
+        self._check_open()
+        with self._rw.read():
+            return {language: len(shard) for language, shard in sorted(self._shards.items())}
+
+    def groups(self) -> dict[str, list[str]]:
+        """group -> ids of its documents (documents without a group are left out)."""
+        self._check_open()
+        return self._store.groups()
+
+    def __len__(self) -> int:
+        self._check_open()
+        with self._rw.read():
+            return sum(len(shard) for shard in self._shards.values())
+
+    def documents(self) -> Iterator[Document]:
+        """Every document, in insertion order (one consistent snapshot)."""
+        self._check_open()
+        return self._store.iter_documents()
+
+    @property
+    def dim(self) -> int:
+        return int(self._manifest["dim"])
+
+    @property
+    def index_type(self) -> str:
+        return self._manifest["index_type"]
+
+    @property
+    def manifest(self) -> dict:
+        """Encoder fingerprint, dim, base model, precision, index type, created/updated, version and counts."""
+        with self._rw.read():
+            return self._manifest_snapshot()
+
+    def _manifest_snapshot(self) -> dict:
+        languages = {language: len(shard) for language, shard in sorted(self._shards.items())}
+        return {
+            **self._manifest,
+            "version": self._store.version(),
+            "documents": sum(languages.values()),
+            "languages": languages,
+            "groups": self._store.group_count(),
+            "shards": {language: shard.structure for language, shard in sorted(self._shards.items())},
+        }
+
+    # --- persistence -------------------------------------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """Write changed shards to disk now (close() does it too; it only makes the next open faster)."""
+        self._check_open()
+        with self._rw.write():
+            self._persist()
+
+    def _persist(self) -> None:
+        shard_dir = self.directory / SHARD_DIR
+        for language in sorted(self._dirty):
+            path = shard_dir / f"{language}.faiss"
+            if language in self._shards:
+                self._shards[language].save(path)
+            elif path.exists():
+                path.unlink()
+        self._dirty.clear()
+        self._last_checkpoint = time.monotonic()
+
+    def _write_manifest(self) -> None:
+        write_json_atomic(self.directory / MANIFEST_FILE, self._manifest_snapshot())
+
+    def close(self) -> None:
+        """Persist the shards and release the directory. Idempotent."""
+        if self._closed:
+            return
+        with self._rw.write():
+            if self._closed:
+                return
+            try:
+                self._persist()
+                self._write_manifest()
+            finally:
+                self._closed = True
+                self._store.close()
+                self._lock.release()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"the collection at {self.directory} is closed")
+
+    def __enter__(self) -> "Collection":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} documents"
+        return f"Collection({str(self.directory)!r}, {self.index_type}, {state})"
+
+
+def _same(doc: Document, row: StoredRow) -> bool:
+    language = row.language if doc.language is None else doc.language
+    return (doc.text, language, doc.group) == (row.text, row.language, row.group) and doc.metadata == json.loads(row.metadata)

@@ -1,0 +1,123 @@
+"""Documents (passages), search hits and the JSONL input format."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterator
+
+from indexes.languages import normalize_language
+
+JSONL_FIELDS = ("id", "text", "language", "group", "metadata", "title")
+
+
+@dataclass
+class Document:
+    """One passage. Documents sharing a ``group`` are translations of one another."""
+
+    id: str
+    text: str
+    language: str | None = None  # ISO 639-1, lower-case; None = detected when added
+    group: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Hit:
+    id: str
+    text: str
+    language: str
+    score: float
+    group: str | None
+    metadata: dict
+
+
+def validate_document(document: Document) -> Document:
+    """A normalised copy of ``document`` (language code lower-cased), or ValueError naming id and field."""
+    if not isinstance(document, Document):
+        raise ValueError(f"expected a Document, got {type(document).__name__}")
+    if not isinstance(document.id, str) or not document.id.strip():
+        raise ValueError(f"document id must be a non-empty string, got {document.id!r}")
+    where = f"document {document.id!r}"
+    if not isinstance(document.text, str) or not document.text.strip():
+        raise ValueError(f"{where}: text must be a non-empty string")
+    language = document.language
+    if language is not None:
+        try:
+            language = normalize_language(language)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if document.group is not None and (not isinstance(document.group, str) or not document.group.strip()):
+        raise ValueError(f"{where}: group must be a non-empty string or None, got {document.group!r}")
+    if not isinstance(document.metadata, dict):
+        raise ValueError(f"{where}: metadata must be an object (dict), got {type(document.metadata).__name__}")
+    try:
+        json.dumps(document.metadata, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
+    return replace(document, language=language)
+
+
+def document_from_row(row: object) -> Document:
+    """A Document from one JSONL row (a dict). ValueError names the offending field."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    unknown = sorted(set(row) - set(JSONL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field {unknown[0]!r} (a row has {', '.join(JSONL_FIELDS)}; put extras in 'metadata')")
+    if "id" not in row:
+        raise ValueError("field 'id' is missing")
+    doc_id = row["id"]
+    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+        doc_id = str(doc_id)
+    if not isinstance(doc_id, str) or not doc_id.strip():
+        raise ValueError(f"field 'id' must be a non-empty string or an integer, got {row['id']!r}")
+    text = row.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("field 'text' is missing or empty" if not text else f"field 'text' must be a string, got {text!r}")
+    metadata = row.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"field 'metadata' must be an object, got {type(metadata).__name__}")
+    if "title" in row:
+        if not isinstance(row["title"], str):
+            raise ValueError(f"field 'title' must be a string, got {row['title']!r}")
+        metadata = {**metadata, "title": row["title"]}
+    group = row.get("group")
+    if isinstance(group, int) and not isinstance(group, bool):
+        group = str(group)
+    if group is not None and (not isinstance(group, str) or not group.strip()):
+        raise ValueError(f"field 'group' must be a non-empty string, an integer or null, got {row['group']!r}")
+    language = row.get("language")
+    if language is not None:
+        try:
+            language = normalize_language(language)
+        except ValueError as exc:
+            raise ValueError(f"field 'language': {exc}") from None
+    return validate_document(Document(doc_id, text, language, group, metadata))
+
+
+def read_jsonl(path: str | Path) -> Iterator[Document]:
+    """Documents from a JSONL file, one object per line (blank lines skipped).
+
+    Row: ``{"id", "text", "language"?, "group"?, "metadata"?, "title"?}``; ``title`` is kept in the
+    metadata (it is shown, not embedded). A bad row raises ValueError naming ``file:line`` and the field.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            try:
+                yield document_from_row(row)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from None

@@ -1,0 +1,208 @@
+"""One FAISS index per language ("shard"), inner product over L2-normalised vectors (= cosine).
+
+Index types:
+- ``flat``: exact (``IDMap2,Flat``), removes in place.
+- ``hnsw``: graph (``IDMap2,HNSW32,Flat``). HNSW cannot remove vectors, so removed keys are kept as
+  *stale* and filtered out of results; the shard is rebuilt once they pass a fifth of its size.
+- ``ivf``: inverted lists (``IVF<nlist>,Flat``) once a shard holds ``IVF_MIN_SIZE`` vectors (k-means
+  needs data to train on); smaller shards stay exact. Retrained when the shard outgrows its lists.
+
+A shard file is a cache of the store: the collection checks its keys against the store on open.
+"""
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import faiss
+import numpy as np
+
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+STRUCTURES = {"flat": {"flat"}, "hnsw": {"hnsw"}, "ivf": {"flat", "ivf"}}  # what a shard of each type may be
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+HNSW_STALE_SHARE = 0.2  # rebuild an HNSW shard when this share of its graph is deleted documents
+IVF_MIN_SIZE = 10_000
+IVF_NPROBE_SHARE = 1 / 8  # lists probed per query, as a share of nlist (at least IVF_MIN_NPROBE)
+IVF_MIN_NPROBE = 8
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run FAISS calls of the current thread without OpenMP (a per-thread setting). One query gains nothing
+    from a thread team, and waking one on busy cores costs up to ~100 ms (measured p99 on 2 loaded cores)."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def check_index_type(index_type: str) -> str:
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index_type must be one of {', '.join(INDEX_TYPES)}, got {index_type!r}")
+    return index_type
+
+
+def _ivf_lists(n: int) -> int:
+    return int(min(65536, max(16, round(math.sqrt(n)))))
+
+
+class Shard:
+    def __init__(self, index_type: str, dim: int, index: faiss.Index) -> None:
+        self.index_type = check_index_type(index_type)  # what the collection asked for
+        self.dim = dim
+        self.index = index
+        self.stale: set[int] = set()  # hnsw only: keys still in the graph but no longer in the store
+        self._stale_array = np.zeros(0, dtype=np.int64)
+        self._configure()
+
+    # --- construction ------------------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, index_type: str, dim: int) -> "Shard":
+        return cls(index_type, dim, cls._new_index(index_type, dim, 0))
+
+    @classmethod
+    def build(cls, index_type: str, dim: int, keys: np.ndarray, vectors: np.ndarray) -> "Shard":
+        index = cls._new_index(index_type, dim, len(keys))
+        if not index.is_trained:
+            index.train(vectors)
+        shard = cls(index_type, dim, index)
+        shard.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+        return shard
+
+    @staticmethod
+    def _new_index(index_type: str, dim: int, n: int) -> faiss.Index:
+        metric = faiss.METRIC_INNER_PRODUCT
+        if index_type == "hnsw":
+            index = faiss.index_factory(dim, f"IDMap2,HNSW{HNSW_M},Flat", metric)
+            faiss.downcast_index(index.index).hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            return index
+        if index_type == "ivf" and n >= IVF_MIN_SIZE:
+            return faiss.index_factory(dim, f"IVF{_ivf_lists(n)},Flat", metric)
+        return faiss.index_factory(dim, "IDMap2,Flat", metric)
+
+    @classmethod
+    def load(cls, path: Path, index_type: str, dim: int) -> "Shard":
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"shard {path} has dimension {index.d}, expected {dim}")
+        shard = cls(index_type, dim, index)
+        if shard.structure not in STRUCTURES[index_type]:
+            raise ValueError(f"shard {path} is {shard.structure}, the collection is {index_type}")
+        return shard
+
+    def save(self, path: Path) -> None:
+        """Atomic: write a temporary file, fsync, rename over the old one."""
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self.index, str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+
+    def _configure(self) -> None:
+        inner = self._inner()
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efSearch = HNSW_EF_SEARCH
+        elif isinstance(inner, faiss.IndexIVF):
+            inner.nprobe = min(inner.nlist, max(IVF_MIN_NPROBE, round(inner.nlist * IVF_NPROBE_SHARE)))
+
+    def _inner(self) -> faiss.Index:
+        index = faiss.downcast_index(self.index)
+        return faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
+
+    @property
+    def structure(self) -> str:
+        """What the shard actually is right now: flat, hnsw or ivf."""
+        inner = self._inner()
+        if isinstance(inner, faiss.IndexHNSW):
+            return "hnsw"
+        if isinstance(inner, faiss.IndexIVF):
+            return "ivf"
+        return "flat"
+
+    # --- contents ----------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal) - len(self.stale)
+
+    def all_keys(self) -> np.ndarray:
+        """Every key in the FAISS index, stale ones included."""
+        inner = self._inner()
+        if isinstance(inner, faiss.IndexIVF):
+            lists = inner.invlists
+            parts = [
+                faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+                for i in range(inner.nlist)
+                if lists.list_size(i)
+            ]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        return faiss.vector_to_array(faiss.downcast_index(self.index).id_map).astype(np.int64)
+
+    def keys(self) -> np.ndarray:
+        keys = self.all_keys()
+        return keys[~np.isin(keys, self._stale_array)] if self.stale else keys
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        if len(keys):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+
+    def remove(self, keys) -> None:
+        keys = np.asarray(list(keys), dtype=np.int64)
+        if not len(keys):
+            return
+        if self.structure == "hnsw":
+            self.stale.update(int(key) for key in keys)
+            self._stale_array = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
+        else:
+            self.index.remove_ids(faiss.IDSelectorBatch(keys))
+
+    def needs_rebuild(self) -> bool:
+        structure, live = self.structure, len(self)
+        if structure == "hnsw":
+            return len(self.stale) > max(64, HNSW_STALE_SHARE * self.index.ntotal)
+        if self.index_type == "ivf":
+            if structure == "flat":
+                return live >= IVF_MIN_SIZE
+            nlist = self._inner().nlist
+            return live < IVF_MIN_SIZE // 2 or _ivf_lists(live) >= 2 * nlist
+        return False
+
+    # --- search ------------------------------------------------------------------------------------------
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` live (scores, keys) for one query of shape (1, dim), best first."""
+        live = len(self)
+        if live == 0 or k <= 0:
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
+        structure = self.structure
+        if structure == "hnsw" and k >= live:
+            scores, keys = self._hnsw_exhaustive(query)  # the graph may not reach every node; scan instead
+        elif structure == "ivf" and k >= live:
+            inner = self._inner()
+            scores, keys = self.index.search(query, k, params=faiss.SearchParametersIVF(nprobe=inner.nlist))
+        else:
+            fetch = min(int(self.index.ntotal), k + len(self.stale))
+            scores, keys = self.index.search(query, fetch)
+        scores, keys = scores[0], keys[0]
+        keep = keys >= 0
+        if self.stale:
+            keep &= ~np.isin(keys, self._stale_array)
+        return scores[keep][:k], keys[keep][:k]
+
+    def _hnsw_exhaustive(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        storage = faiss.downcast_index(self._inner().storage)
+        total = int(storage.ntotal)
+        scores, positions = storage.search(query, total)
+        id_map = faiss.vector_to_array(faiss.downcast_index(self.index).id_map)
+        keys = np.where(positions >= 0, id_map[np.clip(positions, 0, None)], -1)
+        return scores, keys

@@ -1,0 +1,239 @@
+"""The document store: SQLite (WAL) holding documents and their vectors — the source of truth.
+
+Every document row has an integer ``key`` (the FAISS id). Keys are never reused: replacing a document
+deletes its row and inserts a new one, so a key always names the same (text, vector). That is what
+lets a shard be checked against the store by its set of keys alone.
+
+One writer connection (used under the collection's write lock) and one read connection per thread:
+WAL readers see the last committed transaction, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from indexes.documents import Document
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    key      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id       TEXT NOT NULL UNIQUE,
+    text     TEXT NOT NULL,
+    language TEXT NOT NULL,
+    grp      TEXT,
+    metadata TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS documents_language ON documents(language);
+CREATE INDEX IF NOT EXISTS documents_group ON documents(grp) WHERE grp IS NOT NULL;
+CREATE TABLE IF NOT EXISTS vectors (key INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO state (name, value) VALUES ('version', 0);
+"""
+SQL_CHUNK = 500  # ids per IN (...) clause
+
+
+@dataclass
+class StoredRow:
+    key: int
+    id: str
+    text: str
+    language: str
+    group: str | None
+    metadata: str  # JSON
+
+    def document(self) -> Document:
+        return Document(self.id, self.text, self.language, self.group, json.loads(self.metadata))
+
+
+@dataclass
+class WriteResult:
+    removed: list[tuple[int, str]]  # (key, language) of rows deleted or replaced
+    inserted: list[tuple[int, str]]  # (key, language) of new rows, in input order
+    replaced: int
+    version: int
+
+
+def _chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+class DocumentStore:
+    def __init__(self, path: str | Path, dim: int) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+        self._writer.executescript(SCHEMA)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        connection.execute("PRAGMA synchronous=FULL")  # a returned add() survives a power cut, not just a crash
+        return connection
+
+    def _reader(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect()
+            connection.execute("PRAGMA query_only=ON")
+            self._local.connection = connection
+            with self._readers_lock:
+                self._readers.append(connection)
+        return connection
+
+    def close(self) -> None:
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
+        self._writer.close()
+
+    # --- writes (caller holds the collection's write lock) -----------------------------------------------
+
+    def write(self, upserts: Sequence[tuple[Document, np.ndarray]] = (), deletes: Sequence[str] = ()) -> WriteResult:
+        """Upsert documents with their vectors and delete ids, all in ONE transaction."""
+        db = self._writer
+        ids = [doc.id for doc, _ in upserts] + list(deletes)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            old: dict[str, tuple[int, str]] = {}
+            for chunk in _chunks(ids):
+                query = f"SELECT id, key, language FROM documents WHERE id IN ({_marks(len(chunk))})"
+                old.update({row[0]: (row[1], row[2]) for row in db.execute(query, chunk)})
+            removed = list(old.values())
+            if not upserts and not removed:  # nothing to do: leave the version alone
+                db.execute("ROLLBACK")
+                return WriteResult([], [], 0, self._version(db))
+            for chunk in _chunks([key for key, _ in removed]):
+                db.execute(f"DELETE FROM documents WHERE key IN ({_marks(len(chunk))})", chunk)
+                db.execute(f"DELETE FROM vectors WHERE key IN ({_marks(len(chunk))})", chunk)
+            (base,) = db.execute(
+                "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'documents'), 0)"
+            ).fetchone()
+            inserted = [(base + 1 + i, doc.language) for i, (doc, _) in enumerate(upserts)]
+            db.executemany(
+                "INSERT INTO documents (key, id, text, language, grp, metadata) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (key, doc.id, doc.text, doc.language, doc.group, json.dumps(doc.metadata, ensure_ascii=False))
+                    for (key, _), (doc, _) in zip(inserted, upserts)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO vectors (key, vector) VALUES (?, ?)",
+                [(key, np.ascontiguousarray(vector, dtype=np.float32).tobytes()) for (key, _), (_, vector) in zip(inserted, upserts)],
+            )
+            db.execute("UPDATE state SET value = value + 1 WHERE name = 'version'")
+            version = self._version(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        replaced = sum(1 for doc, _ in upserts if doc.id in old)
+        return WriteResult(removed, inserted, replaced, version)
+
+    # --- reads -------------------------------------------------------------------------------------------
+
+    def version(self) -> int:
+        return self._version(self._reader())
+
+    @staticmethod
+    def _version(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT value FROM state WHERE name = 'version'").fetchone()[0]
+
+    def rows_by_id(self, ids: Sequence[str]) -> dict[str, StoredRow]:
+        out: dict[str, StoredRow] = {}
+        db = self._reader()
+        for chunk in _chunks(list(ids)):
+            query = f"SELECT key, id, text, language, grp, metadata FROM documents WHERE id IN ({_marks(len(chunk))})"
+            out.update({row[1]: StoredRow(*row) for row in db.execute(query, chunk).fetchall()})
+        return out
+
+    def rows_by_key(self, keys: Sequence[int]) -> dict[int, StoredRow]:
+        out: dict[int, StoredRow] = {}
+        db = self._reader()
+        for chunk in _chunks([int(key) for key in keys]):
+            query = f"SELECT key, id, text, language, grp, metadata FROM documents WHERE key IN ({_marks(len(chunk))})"
+            out.update({row[0]: StoredRow(*row) for row in db.execute(query, chunk).fetchall()})
+        return out
+
+    def vectors(self, keys: Sequence[int], writer: bool = False) -> np.ndarray:
+        """Stored vectors of ``keys`` in that order (float32, (len(keys), dim))."""
+        db = self._writer if writer else self._reader()
+        found: dict[int, bytes] = {}
+        for chunk in _chunks([int(key) for key in keys]):
+            query = f"SELECT key, vector FROM vectors WHERE key IN ({_marks(len(chunk))})"
+            found.update(db.execute(query, chunk).fetchall())
+        missing = [key for key in keys if int(key) not in found]
+        if missing:
+            raise KeyError(f"no stored vector for keys {missing[:5]}")
+        return self._to_array([found[int(key)] for key in keys])
+
+    def language_keys(self, writer: bool = False) -> dict[str, np.ndarray]:
+        """Keys of every stored document, grouped by language."""
+        db = self._writer if writer else self._reader()
+        out: dict[str, list[int]] = {}
+        for key, language in db.execute("SELECT key, language FROM documents ORDER BY key").fetchall():
+            out.setdefault(language, []).append(key)
+        return {language: np.asarray(keys, dtype=np.int64) for language, keys in out.items()}
+
+    def language_vectors(self, language: str, writer: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of all documents in ``language``."""
+        db = self._writer if writer else self._reader()
+        rows = db.execute(
+            "SELECT d.key, v.vector FROM documents d JOIN vectors v ON v.key = d.key WHERE d.language = ? ORDER BY d.key",
+            (language,),
+        ).fetchall()
+        keys = np.asarray([key for key, _ in rows], dtype=np.int64)
+        return keys, self._to_array([blob for _, blob in rows])
+
+    def _to_array(self, blobs: list[bytes]) -> np.ndarray:
+        if not blobs:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        array = np.frombuffer(b"".join(blobs), dtype=np.float32)
+        if array.size != len(blobs) * self.dim:
+            raise ValueError(f"stored vectors do not have dimension {self.dim}")
+        return array.reshape(len(blobs), self.dim).copy()
+
+    def group_count(self) -> int:
+        return self._reader().execute("SELECT COUNT(DISTINCT grp) FROM documents WHERE grp IS NOT NULL").fetchone()[0]
+
+    def count(self) -> int:
+        return self._reader().execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+
+    def languages(self) -> dict[str, int]:
+        rows = self._reader().execute("SELECT language, COUNT(*) FROM documents GROUP BY language ORDER BY language")
+        return dict(rows.fetchall())
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        rows = self._reader().execute("SELECT grp, id FROM documents WHERE grp IS NOT NULL ORDER BY grp, key")
+        for group, doc_id in rows.fetchall():
+            out.setdefault(group, []).append(doc_id)
+        return out
+
+    def iter_documents(self, batch: int = 1000) -> Iterator[Document]:
+        """All documents in insertion order, from a private connection (one consistent snapshot)."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN")  # hold one read snapshot for the whole iteration
+            cursor = connection.execute("SELECT key, id, text, language, grp, metadata FROM documents ORDER BY key")
+            while rows := cursor.fetchmany(batch):
+                for row in rows:
+                    yield StoredRow(*row).document()
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
