@@ -13,8 +13,6 @@ the queries of the split that have at least one relevant document (as BEIR and t
 """
 from __future__ import annotations
 
-import gzip
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from evaluation import metrics
+from evaluation.jsonl import read_jsonl_rows
 
 # Score-matrix budget per chunk of queries (floats), so large corpora don't need a (queries x docs) matrix.
 SCORE_BUDGET = 1 << 25
@@ -51,12 +50,6 @@ class BeirSet:
 # ------------------------------------------------------------------------------------- reading
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def _find(directory: Path, name: str) -> Path:
     for candidate in (directory / name, directory / f"{name}.gz"):
         if candidate.is_file():
@@ -65,17 +58,10 @@ def _find(directory: Path, name: str) -> Path:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
-    with _open_text(path) as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            yield number, row
+    try:
+        yield from read_jsonl_rows(path)
+    except ValueError as error:
+        raise DataError(str(error)) from None
 
 
 def _field(row: dict, name: str, path: Path, number: int, required: bool = True) -> str | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+from evaluation.jsonl import read_jsonl_rows
 from indexes.languages import normalize_language
 
 JSONL_FIELDS = ("id", "text", "language", "group", "metadata", "title")
@@ -102,22 +103,8 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
     Row: ``{"id", "text", "language"?, "group"?, "metadata"?, "title"?}``; ``title`` is kept in the
     metadata (it is shown, not embedded). A bad row raises ValueError naming ``file:line`` and the field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input file not found: {path}")
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            try:
-                yield document_from_row(row)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
+    for number, row in read_jsonl_rows(path):
+        try:
+            yield document_from_row(row)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None

@@ -339,12 +339,12 @@ def test_read_jsonl_accepts_good_rows_and_names_bad_ones(tmp_path):
     ]
     cases = {
         '{"id": "a", "text": "x"}\n{"id": "b", "text": ""}\n': ":2: field 'text' is missing or empty",
-        '{"id": "a", "text": "x"}\n{"id": "b", "text": "y"\n': ":2: invalid JSON",
+        '{"id": "a", "text": "x"}\n{"id": "b", "text": "y"\n': ":2: not valid JSON",
         '{"text": "x"}\n': ":1: field 'id' is missing",
         '{"id": "a", "text": "x", "lang": "en"}\n': ":1: unknown field 'lang'",
         '{"id": "a", "text": "x", "language": "xx"}\n': ":1: field 'language': unknown language code 'xx'",
         '{"id": "a", "text": "x", "metadata": [1]}\n': ":1: field 'metadata' must be an object",
-        '[1, 2]\n': ":1: a row must be a JSON object",
+        '[1, 2]\n': ":1: expected a JSON object",
     }
     for content, message in cases.items():
         path = tmp_path / "bad.jsonl"

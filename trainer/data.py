@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 # The LAReQA format is the evaluator's: the trainer reads it with the same code.
+from evaluation.jsonl import read_jsonl_rows
 from evaluation.lareqa import SPLIT_FILE, SquadSplit, read_squad_sentences, squad_files
 
 
@@ -103,30 +104,21 @@ def load_jsonl(path: str | Path, name: str | None = None) -> ParallelDataset:
     path = Path(path)
     rows: dict[str, dict[str, Entry]] = {}
     keys: dict[str, set[str]] = defaultdict(set)
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{where}: expected a JSON object")
-            for required in ("group", "language", "question", "passage"):
-                if not isinstance(row.get(required), (str, int)) or str(row[required]).strip() == "":
-                    raise ValueError(f"{where}: missing or empty field {required!r}")
-            negatives = row.get("hard_negatives", [])
-            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-                raise ValueError(f"{where}: 'hard_negatives' must be a list of strings")
-            group, language = str(row["group"]), str(row["language"])
-            entries = rows.setdefault(group, {})
-            if language in entries:
-                raise ValueError(f"{where}: group {group!r} already has language {language!r}")
-            entries[language] = Entry(str(row["question"]), str(row["passage"]), tuple(negatives))
-            if row.get("passage_id") is not None:
-                keys[group].add(f"passage:{row['passage_id']}")
+    for number, row in read_jsonl_rows(path):
+        where = f"{path}:{number}"
+        for required in ("group", "language", "question", "passage"):
+            if not isinstance(row.get(required), (str, int)) or str(row[required]).strip() == "":
+                raise ValueError(f"{where}: missing or empty field {required!r}")
+        negatives = row.get("hard_negatives", [])
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise ValueError(f"{where}: 'hard_negatives' must be a list of strings")
+        group, language = str(row["group"]), str(row["language"])
+        entries = rows.setdefault(group, {})
+        if language in entries:
+            raise ValueError(f"{where}: group {group!r} already has language {language!r}")
+        entries[language] = Entry(str(row["question"]), str(row["passage"]), tuple(negatives))
+        if row.get("passage_id") is not None:
+            keys[group].add(f"passage:{row['passage_id']}")
     groups = [Group(group, entries, frozenset(keys[group])) for group, entries in rows.items()]
     return ParallelDataset(name or path.stem, groups)
 
