@@ -9,7 +9,6 @@ For each model: a fresh service (the real app, in-process) indexes demo/collecti
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -18,19 +17,27 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from evaluation.jsonl import read_jsonl_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "demo"
 
 
+def wait_ready(client: TestClient, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (ready := client.get("/readyz")).status_code != 200:  # seeding and warm-up run in the background
+        if "failed" in ready.json()["detail"] or time.monotonic() > deadline:
+            raise SystemExit(f"service not ready: {ready.json()['detail']}")
+        time.sleep(0.5)
+
+
 def audit(model: Path, precision: str) -> tuple[dict, dict]:
-    queries = [json.loads(line) for line in (DEMO / "queries.jsonl").read_text(encoding="utf-8").splitlines()]
+    queries = [row for _, row in read_jsonl_rows(DEMO / "queries.jsonl")]
     with tempfile.TemporaryDirectory() as index_dir:
         settings = Settings(model_dir=model, precision=precision, index_dir=Path(index_dir),
                             seed_collection=DEMO / "collection.jsonl")
         with TestClient(create_app(settings)) as client:
-            while client.get("/readyz").status_code != 200:  # seeding and warm-up run in the background
-                time.sleep(0.5)
+            wait_ready(client)
             with_queries = client.post("/audit", json={"queries": queries}).json()
             self_audit = client.post("/audit", json={}).json()
     return with_queries, self_audit

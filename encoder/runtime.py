@@ -5,7 +5,6 @@ length, so a batch pads to its own longest text rather than to the longest text 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -37,15 +36,12 @@ class OnnxEncoder:
             raise ValueError(f"artifact {self.artifact_dir} has no {precision} model (has {sorted(self.info.files)})")
         self.precision = precision
         self.contract: EncoderContract = self.info.contract
-        # The int8 model is *dynamically* quantized: ONNX Runtime derives activation scales from the whole
-        # input tensor, so a batched text's vector would depend on its neighbours (and their padding).
-        # One text per call keeps every vector a function of its own text, as with fp32.
-        self.batch_size = 1 if precision == "int8" else batch_size
+        self.batch_size = batch_size
         self.tokenizer = Tokenizer.from_file(str(self.artifact_dir / self.info.tokenizer))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.contract.max_length)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or int(os.environ.get("BABELSEARCH_THREADS", "0")) or 0
+        options.intra_op_num_threads = threads or 0  # 0: one per core
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model_path = self.artifact_dir / self.info.files[precision]["path"]
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
@@ -82,6 +78,9 @@ class OnnxEncoder:
             return out
         ids = self.tokenize(texts, kind)
         order = np.argsort([len(x) for x in ids], kind="stable")
+        # The int8 model is *dynamically* quantized: ONNX Runtime derives activation scales from the whole
+        # input tensor, so a batched text's vector would depend on its neighbours (and their padding).
+        # One text per call keeps every vector a function of its own text, as with fp32.
         size = 1 if self.precision == "int8" else batch_size or self.batch_size
         starts = range(0, len(order), size)
         if progress:
@@ -92,12 +91,6 @@ class OnnxEncoder:
             rows = order[start : start + size]
             out[rows] = self._run([ids[i] for i in rows])
         return out
-
-    def encode_queries(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        return self.encode(texts, "query", **kwargs)
-
-    def encode_passages(self, texts: Sequence[str], **kwargs) -> np.ndarray:
-        return self.encode(texts, "passage", **kwargs)
 
     def _run(self, batch: list[list[int]]) -> np.ndarray:
         width = max(len(x) for x in batch)

@@ -229,3 +229,40 @@ def test_dev_split_evaluation_keeps_best_weights_and_never_trains_on_held_out_ar
     trained = {g for line in (tmp_path / "run" / "trace" / "rank0.jsonl").read_text().splitlines()
                for g in json.loads(line)["groups"]}
     assert trained and not trained & held_out and not trained & test_half
+
+
+def test_resume_replays_steps_past_the_checkpoint_without_duplicate_rows(tmp_path):
+    """A crash after step 4 but before its checkpoint: steps 4.. run again, and the logs hold each step once."""
+    config = tiny_config(tmp_path, trace_batches=True)
+    train(config, stop_at=3)
+    run = Path(config.output_dir)
+    for name in (LOG_FILE, "trace/rank0.jsonl"):  # what the crashed process had written after the checkpoint
+        with open(run / name, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": 4, "loss": 0.0}) + "\n")
+    train(config, resume=True)
+    for name in (LOG_FILE, "trace/rank0.jsonl"):
+        steps = [json.loads(line)["step"] for line in (run / name).read_text().splitlines()]
+        assert steps == [1, 2, 3, 4, 5, 6], name
+
+
+def test_resume_drops_a_best_file_newer_than_the_checkpoint(tmp_path):
+    """best.pt written after the last checkpoint (crash in between) is not the checkpoint's best: it is dropped
+    and dev selection restarts, so the exported 'best' weights always match the recorded best step."""
+    from tests.trainer_fixtures import write_squad_dir
+
+    write_squad_dir(tmp_path / "xq", languages=("en", "de"), articles=6)
+    config = config_from_dict({
+        "base": "tiny-random", "datasets": [{"format": "squad", "path": str(tmp_path / "xq")}],
+        "output_dir": str(tmp_path / "run"), "steps": 6, "batch_size": 4, "warmup_steps": 1, "lr": 1e-3,
+        "threads": 1, "checkpoint_every": 2, "export": False,
+        "dev": {"path": str(tmp_path / "xq"), "articles": 1, "every": 2, "patience": None},
+    })
+    train(config, stop_at=2)
+    best, last = tmp_path / "run" / "best.pt", tmp_path / "run" / CHECKPOINT_FILE
+    torch.save({**torch.load(best, weights_only=False), "step": 4}, best)  # step 4 improved, then the process died
+    state = torch.load(last, weights_only=False)
+    state["best"]["value"] = 2.0  # unbeatable: without the fix, nothing would ever replace the stray best.pt
+    torch.save(state, last)
+    result = train(config, resume=True)
+    assert result.step == 6 and result.best is not None
+    assert torch.load(best, weights_only=False)["step"] == result.best["step"] >= 4

@@ -16,7 +16,6 @@ passage of one would be a false negative for the other. Adapters:
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,21 +182,19 @@ def load_squad2_fi(path: str | Path, name: str = "squad2-fi", max_paragraphs: in
     """
     path = Path(path)
     groups = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if max_paragraphs is not None and number > max_paragraphs:
-                break
-            row = json.loads(line)
-            paragraph_key = f"{name}:{row['doc']}/{row['para']}"
-            context = row["context"]
-            for index, question in enumerate(row["questions"]):
-                by_language = {
-                    language: Entry(question[field_name], context[field_name])
-                    for field_name, language in SQUAD2_FI_LANGUAGES.items()
-                    if question.get(field_name) and context.get(field_name)
-                }
-                if by_language:
-                    groups.append(Group(f"{row['doc']}/{row['para']}/{index}", by_language, frozenset({paragraph_key})))
+    for count, (_, row) in enumerate(read_jsonl_rows(path), 1):
+        if max_paragraphs is not None and count > max_paragraphs:
+            break
+        paragraph_key = f"{name}:{row['doc']}/{row['para']}"
+        context = row["context"]
+        for index, question in enumerate(row["questions"]):
+            by_language = {
+                language: Entry(question[field_name], context[field_name])
+                for field_name, language in SQUAD2_FI_LANGUAGES.items()
+                if question.get(field_name) and context.get(field_name)
+            }
+            if by_language:
+                groups.append(Group(f"{row['doc']}/{row['para']}/{index}", by_language, frozenset({paragraph_key})))
     return ParallelDataset(name, groups)
 
 

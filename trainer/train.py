@@ -68,9 +68,23 @@ class TrainResult:
 
 
 def build_encoder(config: TrainConfig) -> SentenceEncoder:
-    if config.base == TINY_BASE:
-        return tiny_encoder(seed=config.seed)
-    return load_base(config.base)
+    encoder = tiny_encoder(seed=config.seed) if config.base == TINY_BASE else load_base(config.base)
+    if config.freeze_word_embeddings:
+        encoder.freeze_word_embeddings()
+    return encoder
+
+
+def frozen_names(encoder: SentenceEncoder) -> set[str]:
+    """Weights training leaves alone: checkpoints omit them (they come back from the base model)."""
+    return {name for name, parameter in encoder.named_parameters() if not parameter.requires_grad}
+
+
+def load_trainable_state(encoder: SentenceEncoder, state: dict[str, torch.Tensor], source: Path) -> None:
+    frozen = frozen_names(encoder)
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(f"{source} does not match the model: missing {sorted(set(missing) - frozen)}, "
+                           f"unexpected {sorted(unexpected)}")
 
 
 def _set_dropout(model: nn.Module, probability: float) -> None:
@@ -112,7 +126,9 @@ def load_datasets(config: TrainConfig) -> list[ParallelDataset]:
             dataset = load_squad_sentences(path, spec.name, exclude_articles=exclude,
                                            paragraph_negatives=spec.paragraph_negatives)
         elif spec.format == "squad2-fi":
-            file = next(path.glob("*.jsonl")) if path.is_dir() else path
+            file = next(path.glob("*.jsonl"), None) if path.is_dir() else path
+            if file is None:
+                raise FileNotFoundError(f"dataset {spec.name or spec.path}: no .jsonl file in {path}")
             dataset = load_squad2_fi(file, spec.name or "squad2-fi")
         else:
             dataset = load_ntrex(path, spec.name or "ntrex128", spec.sentences_per_passage, spec.languages)
@@ -211,12 +227,10 @@ class Trainer:
                                           config.hard_negatives)
 
         self.encoder = build_encoder(config)
-        if config.freeze_word_embeddings:
-            self.encoder.freeze_word_embeddings()
         if config.dropout is not None:
             _set_dropout(self.encoder, config.dropout)
         self.encoder.to(ctx.device).train()
-        self.frozen = {name for name, p in self.encoder.named_parameters() if not p.requires_grad}
+        self.frozen = frozen_names(self.encoder)
         self.model: nn.Module = self.encoder
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -253,19 +267,14 @@ class Trainer:
         dist_utils.barrier()
         if ctx.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            self._truncate_log()
+            self._truncate_rows(self.out / LOG_FILE)
+        self._truncate_rows(self._trace_path())  # each rank its own
 
     # ------------------------------------------------------------------------------ state
 
     def _model_state(self) -> dict[str, torch.Tensor]:
         # Frozen word embeddings are most of e5-small's weights; they come back from the base model.
         return {k: v.detach().cpu() for k, v in self.encoder.state_dict().items() if k not in self.frozen}
-
-    def _load_model_state(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
-        if unexpected or set(missing) - self.frozen:
-            raise RuntimeError(f"checkpoint does not match the model: missing {sorted(set(missing) - self.frozen)}, "
-                               f"unexpected {sorted(unexpected)}")
 
     def _rng_state(self) -> dict:
         state = {"torch": torch.get_rng_state()}
@@ -301,7 +310,7 @@ class Trainer:
         changed = config_differences(state["config"], self.config.to_dict())
         if changed:
             raise ValueError(f"{path}: the config differs from the checkpoint's: {'; '.join(changed)}")
-        self._load_model_state(state["model"])
+        load_trainable_state(self.encoder, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -309,6 +318,8 @@ class Trainer:
         self.dev_history, self.best = state["dev_history"], state["best"]
         self.evals_since_best, self.train_seconds = state["evals_since_best"], state["train_seconds"]
         self.last_loss = state["last_loss"]
+        if self.ctx.is_main:
+            self._check_best_file()
         if state["world_size"] == self.ctx.world_size:
             rng = state["rng"][self.ctx.rank]
             torch.set_rng_state(rng["torch"])
@@ -320,14 +331,29 @@ class Trainer:
         if self.ctx.is_main:
             log.info("resumed from %s at step %d", path, self.step)
 
-    def _truncate_log(self) -> None:
-        """Steps after the checkpoint we resume from are run again: drop their log rows."""
-        path = self.out / LOG_FILE
+    def _check_best_file(self) -> None:
+        """``best.pt`` must hold the weights the checkpoint calls best. A crash between writing it and the next
+        checkpoint (or dev steps that changed on resume) leaves one from a step this run will replay: the
+        checkpoint's best weights are then gone, so dev selection starts afresh from here."""
+        path = self.out / BEST_FILE
+        step = torch.load(path, map_location="cpu", weights_only=False)["step"] if path.is_file() else None
+        if (self.best is not None and step == self.best["step"]) or (self.best is None and step is None):
+            return
+        log.warning("%s is from step %s but the checkpoint's best is %s: dev selection restarts at step %d",
+                    path, step, self.best and self.best["step"], self.step)
+        path.unlink(missing_ok=True)
+        self.best, self.evals_since_best = None, 0
+
+    def _truncate_rows(self, path: Path) -> None:
+        """Steps after the checkpoint we resume from are run again: drop their rows from a JSONL log."""
         if not path.is_file():
             return
         rows = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line)["step"] <= self.step]
         path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+
+    def _trace_path(self) -> Path:
+        return self.out / "trace" / f"rank{self.ctx.rank}.jsonl"
 
     # ------------------------------------------------------------------------------- step
 
@@ -430,8 +456,8 @@ class Trainer:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         trace = None
         if cfg.trace_batches:
-            (self.out / "trace").mkdir(parents=True, exist_ok=True)
-            trace = open(self.out / "trace" / f"rank{self.ctx.rank}.jsonl", "a", encoding="utf-8")
+            self._trace_path().parent.mkdir(parents=True, exist_ok=True)
+            trace = open(self._trace_path(), "a", encoding="utf-8")
         log_file = open(self.out / LOG_FILE, "a", encoding="utf-8") if self.ctx.is_main else None
         progress = tqdm(total=cfg.steps, initial=self.step, disable=not self.ctx.is_main, unit="step",
                         dynamic_ncols=True, desc=f"alpha={cfg.alpha}")
@@ -518,7 +544,8 @@ class Trainer:
         path = None
         if self.ctx.is_main:
             if self.best is not None:
-                self._load_model_state(torch.load(self.out / BEST_FILE, map_location="cpu", weights_only=False)["model"])
+                best = self.out / BEST_FILE
+                load_trainable_state(self.encoder, torch.load(best, map_location="cpu", weights_only=False)["model"], best)
             self.encoder.eval()
             path = export_artifact(self.encoder.cpu(), self.out / ARTIFACT_DIR, training=self.training_record(stopped),
                                    quantize=self.config.quantize)
@@ -541,13 +568,7 @@ def export_run(run_dir: str | Path, weights: str = "last", out: str | Path | Non
     state = checkpoint if weights == "last" else torch.load(source, map_location="cpu", weights_only=False)
     config = config_from_dict(checkpoint["config"])
     encoder = build_encoder(config)
-    if config.freeze_word_embeddings:
-        encoder.freeze_word_embeddings()  # not checkpointed: they come from the base model
-    frozen = {name for name, p in encoder.named_parameters() if not p.requires_grad}
-    missing, unexpected = encoder.load_state_dict(state["model"], strict=False)
-    if unexpected or set(missing) - frozen:
-        raise RuntimeError(f"{source}: weights do not match the run's base model "
-                           f"(missing {sorted(set(missing) - frozen)}, unexpected {sorted(unexpected)})")
+    load_trainable_state(encoder, state["model"], source)
     previous = run_dir / ARTIFACT_DIR / "artifact.json"
     record = json.loads(previous.read_text(encoding="utf-8"))["training"] if previous.is_file() else {
         "config": checkpoint["config"], "steps": checkpoint["step"]}
