@@ -9,13 +9,12 @@ The Markdown table goes to stdout; progress and file paths to stderr.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from evaluation.cache import DEFAULT_CACHE_DIR, cached_encode
+from evaluation.cache import DEFAULT_CACHE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LAREQA_DATA = REPO_ROOT.parent / "shared" / "data" / "xquad-r"
@@ -108,15 +107,15 @@ def _encoder(path: Path, args):
 
 
 def _evaluate(args, encoder, data) -> dict:
-    encode = functools.partial(cached_encode, cache_dir=None if args.no_cache else args.cache_dir,
-                               progress=not args.no_progress, batch_size=args.batch_size)
+    embedding = {"cache_dir": None if args.no_cache else args.cache_dir, "progress": not args.no_progress,
+                 "batch_size": args.batch_size}
     if args.benchmark == "lareqa":
         from evaluation.lareqa import evaluate_lareqa
 
-        return evaluate_lareqa(encoder, data, encode=encode)
+        return evaluate_lareqa(encoder, data, **embedding)
     from evaluation.beir import evaluate_beir
 
-    return evaluate_beir(encoder, data, k=args.k, encode=encode)
+    return evaluate_beir(encoder, data, k=args.k, **embedding)
 
 
 def run(args) -> dict:

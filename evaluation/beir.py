@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from evaluation import metrics
+from evaluation.cache import cached_encode
 from evaluation.jsonl import read_jsonl_rows
 
 # Score-matrix budget per chunk of queries (floats), so large corpora don't need a (queries x docs) matrix.
@@ -218,17 +219,11 @@ def beir_metrics(query_vectors: np.ndarray, doc_vectors: np.ndarray, data: BeirS
     return result
 
 
-def evaluate_beir(encoder, data: BeirSet, k: int = 100, batch_size: int | None = None, progress: bool = False,
-                  encode=None) -> dict:
-    """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``) and compute ``beir_metrics``.
+def evaluate_beir(encoder, data: BeirSet, k: int = 100, cache_dir: str | Path | None = None, progress: bool = False,
+                  batch_size: int | None = None) -> dict:
+    """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``; through the embedding cache when
+    ``cache_dir`` is given) and compute ``beir_metrics``."""
+    def embed(texts: list[str], kind: str) -> np.ndarray:
+        return cached_encode(encoder, texts, kind, cache_dir, progress, batch_size)
 
-    ``encode(encoder, texts, kind)`` may replace the plain call (the CLI passes its embedding cache)."""
-    def run(texts: list[str], kind: str) -> np.ndarray:
-        if encode is not None:
-            return encode(encoder, texts, kind)
-        kwargs: dict = {"progress": True} if progress else {}
-        if batch_size:
-            kwargs["batch_size"] = batch_size
-        return encoder.encode(texts, kind, **kwargs)
-
-    return beir_metrics(run(data.queries, "query"), run(data.passages, "passage"), data, k=k)
+    return beir_metrics(embed(data.queries, "query"), embed(data.passages, "passage"), data, k=k)

@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from evaluation import metrics
+from evaluation.cache import cached_encode
 
 SPLIT_FILE = "split.json"
 SPLITS = ("all", "train", "test")
@@ -261,18 +262,11 @@ def lareqa_metrics(query_vectors: np.ndarray, candidate_vectors: np.ndarray, dat
     return result
 
 
-def evaluate_lareqa(encoder, data: LareqaSet, batch_size: int | None = None, progress: bool = False,
-                    encode=None) -> dict:
-    """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``) and compute ``lareqa_metrics``.
+def evaluate_lareqa(encoder, data: LareqaSet, cache_dir: str | Path | None = None, progress: bool = False,
+                    batch_size: int | None = None) -> dict:
+    """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``; through the embedding cache when
+    ``cache_dir`` is given) and compute ``lareqa_metrics``."""
+    def embed(texts: list[str], kind: str) -> np.ndarray:
+        return cached_encode(encoder, texts, kind, cache_dir, progress, batch_size)
 
-    ``encode(encoder, texts, kind)`` may replace the plain call (the CLI passes its embedding cache).
-    """
-    def run(texts: list[str], kind: str) -> np.ndarray:
-        if encode is not None:
-            return encode(encoder, texts, kind)
-        kwargs = {"progress": progress}
-        if batch_size:
-            kwargs["batch_size"] = batch_size
-        return encoder.encode(texts, kind, **kwargs)
-
-    return lareqa_metrics(run(data.queries, "query"), run(data.candidates, "passage"), data)
+    return lareqa_metrics(embed(data.queries, "query"), embed(data.candidates, "passage"), data)
