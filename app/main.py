@@ -23,20 +23,42 @@ Errors always come back as `{"detail": "<what is wrong>"}`. Document writes need
 
 
 class BodySizeLimit:
-    """Refuse bodies whose declared size exceeds the limit before reading them (413)."""
+    """Refuse bodies larger than the limit with 413: at once when Content-Length says so, otherwise (chunked
+    or undeclared bodies) as soon as the bytes received pass the limit, before the app sees any of them."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self.max_bytes:
-                response = JSONResponse(
-                    {"detail": f"request body too large: {int(length)} bytes, at most {self.max_bytes} "
-                               "(BABELSEARCH_MAX_REQUEST_BYTES)"}, status_code=413)
-                return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._refuse(f"{int(length)} bytes", scope, receive, send)
+        # Read the whole body first (the JSON routes need all of it anyway), counting what actually arrives:
+        # the refusal is sent before the app starts, so there is never a second response.
+        messages, received = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # client went away: let the app see the disconnect
+                break
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                return await self._refuse(f"more than {self.max_bytes} bytes", scope, receive, send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, size: str, scope, receive, send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body too large: {size}, at most {self.max_bytes} (BABELSEARCH_MAX_REQUEST_BYTES)"},
+            status_code=413)
+        await response(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, encoder=None) -> FastAPI:

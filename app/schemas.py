@@ -6,15 +6,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from indexes import KNOWN_LANGUAGES
+from indexes import normalize_language
 
 
 def check_language(code: str) -> str:
-    """Lower-case ISO 639-1 code; region subtags are dropped ('pt-BR' -> 'pt') as the index does."""
-    normalized = code.strip().lower().replace("_", "-").split("-", 1)[0]
-    if normalized not in KNOWN_LANGUAGES:
-        raise ValueError(f"unknown language code {code!r}: use an ISO 639-1 code such as 'en', 'de' or 'ja'")
-    return normalized
+    """The index's normalisation ('pt-BR' -> 'pt'), with a shorter message than its list of every code."""
+    try:
+        return normalize_language(code)
+    except ValueError:
+        raise ValueError(f"unknown language code {code!r}: use an ISO 639-1 code such as 'en', 'de' or 'ja'") from None
 
 
 def check_text(text: str, what: str = "") -> str:

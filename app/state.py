@@ -1,25 +1,28 @@
 """What the service holds while it runs: the encoder, the collection and whether they are ready.
 
 Model and index load synchronously at startup, so a missing artifact or an index built with another
-model stops the process with a clear message. Seeding an empty index and the warm-up run in a
-background thread: the process answers ``/livez`` (and ``/readyz`` with 503 and the reason) meanwhile.
+model stops the process with a clear message. Seeding and the warm-up run in a background thread: the
+process answers ``/livez`` (and ``/readyz`` with 503 and the reason) meanwhile. A seed that completes
+leaves ``seeded.json`` (seed path and sha256) in the index directory; without it (an interrupted seed) or
+when the seed file changed, the next start seeds again, skipping documents already stored unchanged.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 from pathlib import Path
 
 from app.config import Settings
 from app.telemetry import Telemetry, TimedEncoder
-from indexes import Collection, Document, detect_languages, read_jsonl
+from indexes import Collection, Document, read_jsonl, warm_up_language_detector
 
 logger = logging.getLogger("babelsearch")
 
-# One sentence per script family lingua loads separate models for (Latin, Cyrillic, Arabic, Devanagari, CJK).
-WARM_UP_TEXTS = ("Wie viele Menschen leben in Berlin?", "Сколько людей живёт в Берлине?", "كم عدد سكان برلين؟",
-                 "बर्लिन में कितने लोग रहते हैं?", "ベルリンには何人住んでいますか？")
 SEED_CHUNK = 64  # documents per add() call while seeding: progress in /readyz, interruptible shutdown
+SEED_MARKER = "seeded.json"  # written into the index directory once the whole seed collection is in
 
 
 class StartupError(RuntimeError):
@@ -37,6 +40,7 @@ class ServiceState:
         self.ready = False
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
+        self._seed_marker: dict | None = None  # what to write to SEED_MARKER once the seed is complete
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -51,7 +55,7 @@ class ServiceState:
         except Exception as exc:  # IndexMismatchError among others: the message says which model built it
             raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
         try:
-            seed = self._read_seed() if settings.seed_collection and len(self.collection) == 0 else None
+            seed = self._read_seed() if settings.seed_collection else None
         except StartupError:
             self.collection.close()  # releases the index directory's lock
             raise
@@ -67,6 +71,7 @@ class ServiceState:
             self.collection.close()
         self.ready = False
         self.reason = "shut down"
+        self.telemetry.ready.set(0)
 
     def _load_encoder(self):
         from encoder import OnnxEncoder
@@ -77,14 +82,32 @@ class ServiceState:
         except (FileNotFoundError, ValueError) as exc:
             raise StartupError(f"cannot load the model artifact at {settings.model_dir}: {exc}") from exc
 
-    def _read_seed(self) -> list[Document]:
+    def _read_seed(self) -> list[Document] | None:
+        """The seed documents, or None when this seed file (same path and content) was already fully ingested."""
         path = Path(self.settings.seed_collection)
         if not path.is_file():
             raise StartupError(f"seed collection not found: {path} (BABELSEARCH_SEED_COLLECTION)")
+        marker = {"seed_collection": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        if self._stored_seed_marker() == marker:
+            return None
         try:
-            return list(read_jsonl(path))
+            documents = list(read_jsonl(path))
         except Exception as exc:
             raise StartupError(f"cannot read the seed collection {path}: {exc}") from exc
+        self._seed_marker = marker
+        return documents
+
+    def _stored_seed_marker(self) -> dict | None:
+        try:
+            return json.loads((self.collection.directory / SEED_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _write_seed_marker(self) -> None:
+        path = self.collection.directory / SEED_MARKER
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self._seed_marker, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
 
     def _prepare(self, seed: list[Document]) -> None:
         stage = "seed ingest"
@@ -106,16 +129,18 @@ class ServiceState:
         self.reason = f"{label} (0/{len(documents)} documents)"
         for start in range(0, len(documents), SEED_CHUNK):
             if self._stop.is_set():
-                return
-            self.collection.add(documents[start : start + SEED_CHUNK])
+                return  # no marker: the next start completes the seed
+            # skip_unchanged: after an interrupted seed, documents already stored are not encoded again
+            self.collection.add(documents[start : start + SEED_CHUNK], skip_unchanged=True)
             self.reason = f"{label} ({min(start + SEED_CHUNK, len(documents))}/{len(documents)} documents)"
+        self._write_seed_marker()
         logger.info("seeded %d documents from %s", len(documents), self.settings.seed_collection)
 
     def _warm_up(self) -> None:
         """Pay the one-off costs before the first user does: lingua loads its language models lazily
         (~10 s and ~1 GB for all of them), ONNX Runtime allocates on its first run."""
         self.reason = "warming up (language detector and encoder)"
-        detect_languages(list(WARM_UP_TEXTS))
+        warm_up_language_detector()
         self.encoder.encode(["warm-up"], "query")
         logger.info("warm-up done")
 

@@ -102,8 +102,71 @@ def test_restart_keeps_the_index_and_does_not_reseed(tmp_path, tiny_artifact, se
     with TestClient(create_app(settings)) as first:
         wait_ready(first)
         assert first.delete("/documents/berlin-en", headers=AUTH).status_code == 200
-    with TestClient(create_app(settings)) as second:  # not empty: the seed is not ingested again
+    with TestClient(create_app(settings)) as second:  # seeded.json says the seed is in: not ingested again
         assert wait_ready(second)["documents"] == len(sample_rows()) - 1
+        assert 'babelsearch_encoded_texts_total{kind="passage"}' not in second.get("/metrics").text
+    marker = json.loads((settings.index_dir / "seeded.json").read_text())
+    assert marker["seed_collection"] == str(seed_file.resolve()) and len(marker["sha256"]) == 64
+
+
+def passages_encoded(client) -> int:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith('babelsearch_encoded_texts_total{kind="passage"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_an_interrupted_seed_is_completed_on_the_next_start(tmp_path, tiny_artifact, seed_file, monkeypatch):
+    import app.state
+    from indexes import Collection
+
+    monkeypatch.setattr(app.state, "SEED_CHUNK", 4)
+    original_add, calls = Collection.add, []
+
+    def add_failing_on_the_second_chunk(self, documents, *args, **kwargs):
+        calls.append(len(documents))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return original_add(self, documents, *args, **kwargs)
+
+    monkeypatch.setattr(Collection, "add", add_failing_on_the_second_chunk)
+    settings = make_settings(tmp_path, tiny_artifact, seed_file)
+    with TestClient(create_app(settings)) as first:
+        wait_until(lambda: "failed" in first.get("/readyz").json().get("detail", ""))
+        assert "seed ingest failed: disk full" in first.get("/readyz").json()["detail"]
+        assert first.get("/").json()["index"]["documents"] == 4
+    assert not (settings.index_dir / "seeded.json").exists()
+
+    with TestClient(create_app(settings)) as second:  # completes the seed; the 4 stored documents are skipped
+        assert wait_ready(second)["documents"] == len(sample_rows())
+        assert passages_encoded(second) == len(sample_rows()) - 4
+        hit = second.get("/documents/paris-fr").json()
+        assert hit["language"] == "fr" and hit["metadata"] == {"source": "test"}
+    assert (settings.index_dir / "seeded.json").is_file()
+
+    calls.clear()
+    with TestClient(create_app(settings)) as third:  # complete: nothing is ingested
+        assert wait_ready(third)["documents"] == len(sample_rows())
+        assert calls == [] and passages_encoded(third) == 0
+
+
+def test_a_changed_seed_file_is_ingested_again(tmp_path, tiny_artifact):
+    seed = write_jsonl(tmp_path / "seed.jsonl", sample_rows())
+    settings = make_settings(tmp_path, tiny_artifact, seed)
+    with TestClient(create_app(settings)) as first:
+        wait_ready(first)
+    write_jsonl(seed, sample_rows() + [{"id": "extra-en", "text": "A new passage.", "language": "en"}])
+    with TestClient(create_app(settings)) as second:
+        assert wait_ready(second)["documents"] == len(sample_rows()) + 1
+        assert passages_encoded(second) == 1  # only the new document
+
+
+def test_stop_sets_the_ready_gauge_back_to_zero(tmp_path, tiny_artifact, seed_file):
+    service = create_app(make_settings(tmp_path, tiny_artifact, seed_file))
+    with TestClient(service) as test_client:
+        wait_ready(test_client)
+        assert "babelsearch_ready 1.0" in test_client.get("/metrics").text
+    assert "babelsearch_ready 0.0" in service.state.service.telemetry.export().decode()
 
 
 def test_root_languages_and_openapi(client, tiny_artifact):
@@ -192,6 +255,25 @@ def test_malformed_and_missing_bodies(client):
     assert huge.status_code == 413 and "too large" in huge.json()["detail"]
     assert client.get("/nope").json() == {"detail": "Not Found"}
     assert client.get("/readyz").status_code == 200  # still serving
+
+
+def test_a_chunked_body_over_the_limit_is_refused_and_the_service_keeps_serving(client):
+    def chunks():  # a generator: sent chunked, without Content-Length
+        for _ in range(80):
+            yield b"x" * 1024
+
+    huge = client.post("/search", content=chunks(), headers={"Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert huge.json()["detail"] == ("request body too large: more than 65536 bytes, at most 65536 "
+                                     "(BABELSEARCH_MAX_REQUEST_BYTES)")
+
+    def small():
+        yield b'{"query": "Berlin",'
+        yield b' "k": 3}'
+
+    ok = client.post("/search", content=small(), headers={"Content-Type": "application/json"})
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 3
+    assert client.get("/readyz").status_code == 200
 
 
 # --- embeddings -----------------------------------------------------------------------------------------
