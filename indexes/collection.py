@@ -3,6 +3,7 @@
 On disk (``<directory>/``)::
 
     manifest.json         the encoder the vectors came from (fingerprint, dim, base model), index type, counts
+                          (counts as of the last open/checkpoint/close; the store has the live ones)
     documents.sqlite3     documents + float32 vectors (+ -wal/-shm while open), one transaction per write
     shards/<lang>.faiss   a cache of each language's FAISS index, written on close/checkpoint
     .lock                 flock held by the process that has the collection open
@@ -20,6 +21,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -143,14 +145,14 @@ class Collection:
 
     @classmethod
     def open(
-        cls, directory: str | Path, encoder, index_type: str | None = "flat", create: bool = True
+        cls, directory: str | Path, encoder, index_type: str | None = None, create: bool = True
     ) -> "Collection":
         """Open (or create) the collection in ``directory``.
 
         ``encoder``: has ``.encode(texts, kind)``, ``.dim``, ``.fingerprint``; None opens for maintenance
-        (delete, info, search by vector) without the encoder check. ``index_type``: flat | hnsw | ivf for a
-        new collection; for an existing one a different type rebuilds the shards from the stored vectors
-        (None keeps the recorded type).
+        (delete, info, search by vector) without the encoder check. ``index_type``: flat | hnsw | ivf;
+        None (the default) keeps an existing collection's type and makes a new one flat. A type different
+        from the recorded one rebuilds the shards from the stored vectors.
         """
         directory = Path(directory)
         if index_type is not None:
@@ -211,7 +213,8 @@ class Collection:
             leftover.unlink()
         index_type, dim = self._manifest["index_type"], int(self._manifest["dim"])
         stored = self._store.language_keys(writer=True)
-        self._shards, self._dirty = {}, set()
+        shards: dict[str, Shard] = {}
+        dirty: set[str] = set()
         for path in shard_dir.glob("*.faiss"):
             if path.stem not in stored:
                 path.unlink()
@@ -225,7 +228,7 @@ class Collection:
                     logger.warning("rebuilding shard %s: %s", path, exc)
             if shard is None:
                 shard = self._build_shard(language)
-                self._dirty.add(language)
+                dirty.add(language)
             else:
                 present = shard.all_keys()
                 extra = present[~np.isin(present, keys)]
@@ -235,11 +238,12 @@ class Collection:
                                 language, len(extra), len(missing))
                     shard.remove(extra)
                     shard.add(missing, self._store.vectors(missing, writer=True))
-                    self._dirty.add(language)
+                    dirty.add(language)
                 if shard.needs_rebuild():
                     shard = self._build_shard(language)
-                    self._dirty.add(language)
-            self._shards[language] = shard
+                    dirty.add(language)
+            shards[language] = shard
+        self._shards, self._dirty = shards, dirty  # all at once: never a half-loaded set of shards
 
     def _build_shard(self, language: str) -> Shard:
         keys, vectors = self._store.language_vectors(language, writer=True)
@@ -266,7 +270,8 @@ class Collection:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         documents = self._prepare(documents)
-        stored = self._store.rows_by_id([doc.id for doc in documents])
+        with self._reading():
+            stored = self._store.rows_by_id([doc.id for doc in documents])
         unchanged = [doc for doc in documents if doc.id in stored and _same(doc, stored[doc.id])] if skip_unchanged else []
         skip = {doc.id for doc in unchanged}
         writes = [doc for doc in documents if doc.id not in skip]
@@ -305,7 +310,8 @@ class Collection:
         """Ids of ``documents`` already stored exactly so (text, group, metadata, and language if given)."""
         self._check_open()
         documents = [validate_document(doc) for doc in documents]
-        stored = self._store.rows_by_id([doc.id for doc in documents])
+        with self._reading():
+            stored = self._store.rows_by_id([doc.id for doc in documents])
         return {doc.id for doc in documents if doc.id in stored and _same(doc, stored[doc.id])}
 
     def _prepare(self, documents: Iterable[Document]) -> list[Document]:
@@ -338,7 +344,8 @@ class Collection:
         reuse = [i for i, doc in enumerate(documents) if doc.id in stored and stored[doc.id].text == doc.text]
         if reuse:
             try:
-                vectors[reuse] = self._store.vectors([stored[documents[i].id].key for i in reuse])
+                with self._reading():
+                    vectors[reuse] = self._store.vectors([stored[documents[i].id].key for i in reuse])
             except KeyError:  # replaced or deleted meanwhile by another writer: just encode them
                 reuse = []
         reused = set(reuse)
@@ -362,7 +369,10 @@ class Collection:
         return vectors
 
     def _apply(self, written: WriteResult, vectors: np.ndarray) -> None:
-        """Mirror a committed write in the shards (caller holds the write lock)."""
+        """Mirror a committed write in the shards (caller holds the write lock).
+
+        The write is already committed, so nothing here may raise: the shards and their files are caches
+        of the store, and a failure only costs a repair (now, or on the next open)."""
         try:
             touched: set[str] = set()
             removed: dict[str, list[int]] = {}
@@ -388,11 +398,18 @@ class Collection:
             self._dirty |= touched
         except Exception:
             logger.exception("updating the shards failed; rebuilding them from the store")
-            self._load_shards()
+            try:
+                self._load_shards()
+            except Exception:
+                logger.exception("rebuilding the shards failed; searches may miss this write until reopened")
         self._manifest["updated"] = _now()
-        self._write_manifest()
         if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
-            self._persist()
+            try:
+                self._persist()
+                self._write_manifest()
+            except Exception as exc:  # the dirty shards stay dirty: retried at the next checkpoint or close
+                logger.warning("writing shard files to %s failed (%s); the store has the write", self.directory, exc)
+                self._last_checkpoint = time.monotonic()
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -424,7 +441,7 @@ class Collection:
         wanted = None if languages is None else list(dict.fromkeys(normalize_language(code) for code in languages))
         query = np.ascontiguousarray(query.reshape(1, -1))
         depth = min(k, per_language) if per_language else k
-        with self._rw.read(), single_threaded():
+        with self._reading(), single_threaded():
             scores, keys = [], []
             for language in (self._shards if wanted is None else wanted):
                 shard = self._shards.get(language)
@@ -451,24 +468,22 @@ class Collection:
         return self.search(self.encoder.encode([query], "query")[0], k, languages, per_language)
 
     def get(self, id: str) -> Document | None:
-        self._check_open()
-        row = self._store.rows_by_id([id]).get(id)
+        with self._reading():
+            row = self._store.rows_by_id([id]).get(id)
         return row.document() if row is not None else None
 
     def languages(self) -> dict[str, int]:
         """Documents per language."""
-        self._check_open()
-        with self._rw.read():
+        with self._reading():
             return {language: len(shard) for language, shard in sorted(self._shards.items())}
 
     def groups(self) -> dict[str, list[str]]:
         """group -> ids of its documents (documents without a group are left out)."""
-        self._check_open()
-        return self._store.groups()
+        with self._reading():
+            return self._store.groups()
 
     def __len__(self) -> int:
-        self._check_open()
-        with self._rw.read():
+        with self._reading():
             return sum(len(shard) for shard in self._shards.values())
 
     def documents(self) -> Iterator[Document]:
@@ -487,7 +502,7 @@ class Collection:
     @property
     def manifest(self) -> dict:
         """Encoder fingerprint, dim, base model, precision, index type, created/updated, version and counts."""
-        with self._rw.read():
+        with self._reading():
             return self._manifest_snapshot()
 
     def _manifest_snapshot(self) -> dict:
@@ -504,10 +519,13 @@ class Collection:
     # --- persistence -------------------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Write changed shards to disk now (close() does it too; it only makes the next open faster)."""
+        """Write changed shards and the manifest to disk now (close() does it too; it only makes the next
+        open faster)."""
         self._check_open()
         with self._rw.write():
+            self._check_open()
             self._persist()
+            self._write_manifest()
 
     def _persist(self) -> None:
         shard_dir = self.directory / SHARD_DIR
@@ -541,6 +559,15 @@ class Collection:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"the collection at {self.directory} is closed")
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The read lock, checked for open under it: close() takes the write lock, so it cannot close the
+        store while a read is running, and a read that waited for close() fails cleanly."""
+        self._check_open()
+        with self._rw.read():
+            self._check_open()
+            yield
 
     def __enter__(self) -> "Collection":
         return self

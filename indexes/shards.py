@@ -148,10 +148,6 @@ class Shard:
             return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return faiss.vector_to_array(faiss.downcast_index(self.index).id_map).astype(np.int64)
 
-    def keys(self) -> np.ndarray:
-        keys = self.all_keys()
-        return keys[~np.isin(keys, self._stale_array)] if self.stale else keys
-
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         if len(keys):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
@@ -188,8 +184,9 @@ class Shard:
         if structure == "hnsw" and k >= live:
             scores, keys = self._hnsw_exhaustive(query)  # the graph may not reach every node; scan instead
         elif structure == "ivf" and k >= live:
-            inner = self._inner()
-            scores, keys = self.index.search(query, k, params=faiss.SearchParametersIVF(nprobe=inner.nlist))
+            inner = self._inner()  # probe every list: exact, like flat/hnsw for k >= size
+            fetch = min(int(self.index.ntotal), k)
+            scores, keys = self.index.search(query, fetch, params=faiss.SearchParametersIVF(nprobe=inner.nlist))
         else:
             fetch = min(int(self.index.ntotal), k + len(self.stale))
             scores, keys = self.index.search(query, fetch)

@@ -38,6 +38,10 @@ INSERT OR IGNORE INTO state (name, value) VALUES ('version', 0);
 SQL_CHUNK = 500  # ids per IN (...) clause
 
 
+class StoreClosedError(RuntimeError):
+    """The store (and so its collection) was closed; no connection is opened for it any more."""
+
+
 @dataclass
 class StoredRow:
     key: int
@@ -78,24 +82,35 @@ class DocumentStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.closed = False
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         connection.execute("PRAGMA synchronous=FULL")  # a returned add() survives a power cut, not just a crash
         return connection
 
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreClosedError(f"the document store {self.path} is closed")
+
     def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection; the one place every read goes through, so none opens after close()."""
+        self._check_open()
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._connect()
             connection.execute("PRAGMA query_only=ON")
-            self._local.connection = connection
             with self._readers_lock:
+                if self.closed:  # closed while we connected: don't leak the new connection
+                    connection.close()
+                    self._check_open()
                 self._readers.append(connection)
+            self._local.connection = connection
         return connection
 
     def close(self) -> None:
         with self._readers_lock:
+            self.closed = True
             for connection in self._readers:
                 connection.close()
             self._readers.clear()
@@ -139,7 +154,8 @@ class DocumentStore:
             version = self._version(db)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT may have ended it already; don't hide the real error
+                db.execute("ROLLBACK")
             raise
         replaced = sum(1 for doc, _ in upserts if doc.id in old)
         return WriteResult(removed, inserted, replaced, version)
@@ -210,13 +226,6 @@ class DocumentStore:
     def group_count(self) -> int:
         return self._reader().execute("SELECT COUNT(DISTINCT grp) FROM documents WHERE grp IS NOT NULL").fetchone()[0]
 
-    def count(self) -> int:
-        return self._reader().execute("SELECT COUNT(*) FROM documents").fetchone()[0]
-
-    def languages(self) -> dict[str, int]:
-        rows = self._reader().execute("SELECT language, COUNT(*) FROM documents GROUP BY language ORDER BY language")
-        return dict(rows.fetchall())
-
     def groups(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         rows = self._reader().execute("SELECT grp, id FROM documents WHERE grp IS NOT NULL ORDER BY grp, key")
@@ -226,6 +235,7 @@ class DocumentStore:
 
     def iter_documents(self, batch: int = 1000) -> Iterator[Document]:
         """All documents in insertion order, from a private connection (one consistent snapshot)."""
+        self._check_open()
         connection = self._connect()
         try:
             connection.execute("BEGIN")  # hold one read snapshot for the whole iteration

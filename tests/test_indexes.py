@@ -229,6 +229,11 @@ def test_hnsw_gives_the_same_top_hits_as_flat(tmp_path, encoder):
         same_top_hits()
     with Collection.open(tmp_path / "hnsw", encoder, index_type=None) as reopened:
         assert reopened.index_type == "hnsw" and len(reopened) == len(documents) - 70
+    with Collection.open(tmp_path / "hnsw", encoder) as reopened:  # the default keeps the recorded type too
+        assert reopened.index_type == "hnsw" and set(reopened.manifest["shards"].values()) == {"hnsw"}
+    assert json.loads((tmp_path / "hnsw" / "manifest.json").read_text())["index_type"] == "hnsw"
+    with Collection.open(tmp_path / "new", encoder) as new:  # ...and a new collection is flat
+        assert new.index_type == "flat"
 
 
 def test_ivf_trains_on_big_shards_and_stays_exact_on_small_ones(tmp_path, encoder, monkeypatch):
@@ -245,6 +250,12 @@ def test_ivf_trains_on_big_shards_and_stays_exact_on_small_ones(tmp_path, encode
         assert np.mean(overlap) >= 8
         assert ivf.delete([f"en-x{i}" for i in range(10)]) == 10
         assert len(ivf.search(query_vectors(encoder)[0], k=10_000)) == len(documents) - 10
+    # k beyond an IVF shard's size probes every list and returns each live vector once, best first
+    shard = ivf._shards["en"]
+    assert shard.structure == "ivf"
+    query = np.ascontiguousarray(query_vectors(encoder)[:1])
+    scores, keys = shard.search(query, 10**6)
+    assert len(keys) == len(shard) == len(set(keys.tolist())) and np.all(np.diff(scores) <= 1e-6)
     with Collection.open(tmp_path / "ivf", encoder, "flat") as converted:  # another type: rebuilt from the store
         assert set(converted.manifest["shards"].values()) == {"flat"} and converted.index_type == "flat"
         assert len(converted) == len(documents) - 10
@@ -279,6 +290,76 @@ def test_searches_never_see_half_applied_writes(tmp_path, encoder):
             thread.join()
     assert errors == []
     assert len(seen) > 1
+
+
+def test_close_while_searching_gives_results_or_the_closed_error(tmp_path, encoder):
+    query = query_vectors(encoder)[0]
+    collection = Collection.open(tmp_path / "index", encoder)
+    collection.add(corpus())
+    outcomes, started = [], threading.Barrier(4)
+
+    def searcher():
+        started.wait()
+        while True:
+            try:
+                outcomes.append(len(collection.search(query, k=5)))
+                collection.get("en-0")
+                collection.groups()
+            except Exception as exc:
+                outcomes.append(exc)
+                return
+
+    threads = [threading.Thread(target=searcher) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    collection.close()
+    for thread in threads:
+        thread.join()
+    errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+    assert len(errors) == 3 and all(type(e) is RuntimeError and "is closed" in str(e) for e in errors), errors
+    assert all(outcome == 5 for outcome in outcomes if not isinstance(outcome, Exception))
+    for read in (lambda: collection.search(query), lambda: collection.get("en-0"), collection.groups,
+                 collection.languages, lambda: len(collection), lambda: collection.manifest,
+                 collection.documents, lambda: collection.unchanged_ids(corpus()[:1])):
+        with pytest.raises(RuntimeError, match="is closed"):
+            read()
+    store = collection._store  # no reader connection survives close() or is opened after it
+    assert store.closed and store._readers == []
+    with pytest.raises(RuntimeError, match="document store .* is closed"):
+        store.version()
+    with pytest.raises(RuntimeError, match="is closed"):
+        list(store.iter_documents())
+    assert store._readers == []
+
+
+def test_failures_after_the_commit_do_not_fail_the_write(tmp_path, encoder, monkeypatch, caplog):
+    from indexes import collection as collection_module
+    from indexes.shards import Shard
+
+    directory = tmp_path / "index"
+    new = Document("en-new", "A brand new sentence about harbours.", "en")
+    vector = encoder.encode([new.text], "passage")[0]
+    with Collection.open(directory, encoder) as collection:
+        collection.add(corpus())
+        with monkeypatch.context() as patch:
+            def broken(*args, **kwargs):
+                raise OSError("disk full")
+
+            patch.setattr(collection_module, "CHECKPOINT_SECONDS", 0.0)  # every write also checkpoints...
+            patch.setattr(Shard, "save", broken)  # ...and writing shard files fails
+            patch.setattr(collection_module, "write_json_atomic", broken)
+            patch.setattr(Shard, "add", broken)  # updating the shard in memory fails too: rebuilt from the store
+            assert collection.add([new])["added"] == 1
+            assert collection.delete(["de-0"]) == 1
+        assert "writing shard files" in caplog.text and "rebuilding them from the store" in caplog.text
+        assert collection.get("en-new") == new and collection.get("de-0") is None
+        assert collection.search(vector, k=1)[0].id == "en-new"
+        assert "de-0" not in {hit.id for hit in collection.search(vector, k=100)}
+        size = len(collection)
+    with Collection.open(directory, encoder) as reopened:  # close() wrote what the failed checkpoints could not
+        assert len(reopened) == size and reopened.search(vector, k=1)[0].id == "en-new"
+        assert json.loads((directory / "manifest.json").read_text())["documents"] == size
 
 
 def test_stale_shard_files_are_repaired_from_the_store(tmp_path, encoder):
