@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
 from app.config import Settings
 from app.telemetry import Telemetry, TimedEncoder
 from indexes import Collection, Document, read_jsonl, warm_up_language_detector
+from indexes.collection import write_json_atomic
 
 logger = logging.getLogger("babelsearch")
 
@@ -103,12 +103,6 @@ class ServiceState:
         except (OSError, ValueError):
             return None
 
-    def _write_seed_marker(self) -> None:
-        path = self.collection.directory / SEED_MARKER
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self._seed_marker, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-
     def _prepare(self, seed: list[Document]) -> None:
         stage = "seed ingest"
         try:
@@ -133,7 +127,7 @@ class ServiceState:
             # skip_unchanged: after an interrupted seed, documents already stored are not encoded again
             self.collection.add(documents[start : start + SEED_CHUNK], skip_unchanged=True)
             self.reason = f"{label} ({min(start + SEED_CHUNK, len(documents))}/{len(documents)} documents)"
-        self._write_seed_marker()
+        write_json_atomic(self.collection.directory / SEED_MARKER, self._seed_marker)
         logger.info("seeded %d documents from %s", len(documents), self.settings.seed_collection)
 
     def _warm_up(self) -> None:

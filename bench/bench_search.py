@@ -16,7 +16,6 @@ Recall@10 is the share of the exact top 10 that the approximate index returns (e
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -109,24 +108,17 @@ class CachedEncoder:
 
 
 def cached_embeddings(encoder, texts: list[str], cache: Path) -> tuple[np.ndarray, int]:
-    """Passage vectors of ``texts``, from the cache where present; returns (vectors, how many were encoded)."""
+    """Passage vectors of ``texts`` through the evaluation's embedding cache, in chunks so an interrupted run
+    keeps what it encoded; returns (vectors, how many were encoded rather than loaded)."""
     from tqdm.auto import tqdm
 
-    cache.mkdir(parents=True, exist_ok=True)
+    from evaluation.cache import cache_path, cached_encode
+
     parts, encoded = [], 0
     for start in tqdm(range(0, len(texts), CACHE_CHUNK), desc="passage embeddings", unit="k"):
         chunk = texts[start : start + CACHE_CHUNK]
-        digest = hashlib.sha1("\x00".join(chunk).encode()).hexdigest()[:16]
-        path = cache / f"passages-{start // CACHE_CHUNK:05d}-{digest}.npy"
-        if path.is_file():
-            parts.append(np.load(path))
-            continue
-        vectors = encoder.encode(chunk, "passage")
-        tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        os.replace(tmp, path)
-        parts.append(vectors)
-        encoded += len(chunk)
+        encoded += 0 if cache_path(encoder, chunk, "passage", cache).is_file() else len(chunk)
+        parts.append(cached_encode(encoder, chunk, "passage", cache))
     return np.concatenate(parts), encoded
 
 
@@ -220,7 +212,7 @@ def main() -> None:
     work = Path(args.work)
     pool, questions, composition = passage_pool(Path(args.data), max(args.sizes))
     queries = questions[: args.queries]
-    vectors, encoded = cached_embeddings(encoder, [text for _, text, _ in pool], work / encoder.fingerprint)
+    vectors, encoded = cached_embeddings(encoder, [text for _, text, _ in pool], work)
     if args.encode_only:
         print(f"{encoded} passages encoded, {len(pool) - encoded} were cached: {work / encoder.fingerprint}")
         return

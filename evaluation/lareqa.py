@@ -90,10 +90,11 @@ class SquadQuestion:
     sentences: tuple[str, ...]  # all sentences of the paragraph
 
 
-def read_squad_sentences(path: str | Path) -> list[SquadQuestion]:
-    """Answerable questions of one SQuAD-format file whose paragraphs carry ``sentences``/``sentence_breaks``."""
+def read_squad_sentences(path: str | Path, data: dict | None = None) -> list[SquadQuestion]:
+    """Answerable questions of one SQuAD-format file whose paragraphs carry ``sentences``/``sentence_breaks``
+    (``data``: the file already parsed)."""
     path = Path(path)
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = data if data is not None else json.loads(path.read_text(encoding="utf-8"))
     questions = []
     for article_index, article in enumerate(data["data"]):
         for paragraph_index, paragraph in enumerate(article["paragraphs"]):
@@ -115,9 +116,8 @@ def read_squad_sentences(path: str | Path) -> list[SquadQuestion]:
     return questions
 
 
-def paragraph_sentences(path: str | Path) -> list[tuple[int, int, tuple[str, ...]]]:
-    """``(article, paragraph, sentences)`` for every paragraph of a file (the candidate pool)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+def paragraph_sentences(data: dict) -> list[tuple[int, int, tuple[str, ...]]]:
+    """``(article, paragraph, sentences)`` for every paragraph of a parsed file (the candidate pool)."""
     return [
         (a, p, tuple(paragraph.get("sentences", ())))
         for a, article in enumerate(data["data"])
@@ -181,14 +181,16 @@ def load_lareqa(
     sentence_index: dict[tuple[str, int, int, int], int] = {}
     questions: dict[str, list[SquadQuestion]] = {}
     for language in data.languages:
-        for article, paragraph, sentences in paragraph_sentences(files[language]):
+        parsed = json.loads(files[language].read_text(encoding="utf-8"))
+        for article, paragraph, sentences in paragraph_sentences(parsed):
             if wanted is not None and article not in wanted:
                 continue
             for s, sentence in enumerate(sentences):
                 sentence_index[(language, article, paragraph, s)] = len(data.candidates)
                 data.candidates.append(sentence)
                 data.candidate_language.append(language)
-        questions[language] = [q for q in read_squad_sentences(files[language]) if wanted is None or q.article in wanted]
+        questions[language] = [q for q in read_squad_sentences(files[language], parsed)
+                               if wanted is None or q.article in wanted]
 
     answers: dict[str, dict[str, int]] = defaultdict(dict)
     for language, items in questions.items():

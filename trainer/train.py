@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from evaluation.lareqa import LareqaSet, evaluate_lareqa, load_lareqa
 from trainer import distributed as dist_utils
 from trainer.config import TrainConfig, config_differences, config_from_dict
 from trainer.data import (
@@ -101,19 +102,28 @@ def _same_path(a: str | Path, b: str | Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def dev_split(config: TrainConfig) -> tuple[SquadSplit, tuple[int, ...]] | None:
+@dataclass(frozen=True)
+class DevSplit:
+    """Train-half articles held out for early stopping, and their LAReQA data."""
+
+    split: SquadSplit
+    articles: tuple[int, ...]
+    data: LareqaSet
+
+
+def load_dev_split(config: TrainConfig) -> DevSplit | None:
     if config.dev is None:
         return None
     split_path = Path(config.dev.path) / SPLIT_FILE
     if not split_path.is_file():
         raise FileNotFoundError(f"dev.path needs an XQuAD-R-format directory with {SPLIT_FILE}: {split_path}")
     split = SquadSplit.load(split_path)
-    return split, split.dev_articles(config.dev.articles)
+    articles = split.dev_articles(config.dev.articles)
+    return DevSplit(split, articles, load_lareqa(config.dev.path, articles=articles))
 
 
-def load_datasets(config: TrainConfig) -> list[ParallelDataset]:
+def load_datasets(config: TrainConfig, dev: DevSplit | None = None) -> list[ParallelDataset]:
     """Every configured dataset; the dev articles are held out of an XQuAD-R-format dataset they belong to."""
-    held_out = dev_split(config)
     datasets = []
     for spec in config.datasets:
         path = Path(spec.path)
@@ -122,7 +132,7 @@ def load_datasets(config: TrainConfig) -> list[ParallelDataset]:
         if spec.format == "jsonl":
             dataset = load_jsonl(path, spec.name)
         elif spec.format == "squad":
-            exclude = held_out[1] if held_out and _same_path(path, config.dev.path) else ()
+            exclude = dev.articles if dev and _same_path(path, config.dev.path) else ()
             dataset = load_squad_sentences(path, spec.name, exclude_articles=exclude,
                                            paragraph_negatives=spec.paragraph_negatives)
         elif spec.format == "squad2-fi":
@@ -138,21 +148,14 @@ def load_datasets(config: TrainConfig) -> list[ParallelDataset]:
             dataset = dataset.limit(spec.max_groups)
         dataset.weight = spec.weight
         datasets.append(dataset)
-    if held_out is not None:
-        split, dev_articles = held_out
-        dev_ids = _question_ids(config.dev.path, dev_articles)
+    if dev is not None:
+        dev_ids = set(dev.data.query_id)
         for dataset in datasets:
             ids = {g.id for g in dataset.groups}
             # Test-half questions are the reported evaluation; dev questions decide early stopping.
-            assert not ids & split.test_ids, f"{dataset.name}: test-half questions in the training data"
+            assert not ids & dev.split.test_ids, f"{dataset.name}: test-half questions in the training data"
             assert not ids & dev_ids, f"{dataset.name}: dev questions in the training data"
     return datasets
-
-
-def _question_ids(directory: str | Path, articles: Sequence[int]) -> set[str]:
-    from evaluation.lareqa import load_lareqa
-
-    return set(load_lareqa(directory, articles=articles).query_id)
 
 
 class TorchEncoderAdapter:
@@ -219,7 +222,8 @@ class Trainer:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed + ctx.rank)  # dropout differs per rank, like distinct data would
 
-        self.datasets = load_datasets(config)
+        self.dev = load_dev_split(config)
+        self.datasets = load_datasets(config, self.dev)
         if ctx.is_main:
             for dataset in self.datasets:
                 log.info("dataset %s", dataset.summary())
@@ -254,7 +258,6 @@ class Trainer:
         self.train_seconds = 0.0
         self.last_loss: float | None = None
         self._interrupted = 0.0  # monotonic time of the first SIGINT/SIGTERM
-        self._dev_set = None
 
         checkpoint = self.out / CHECKPOINT_FILE
         if resume:
@@ -403,12 +406,8 @@ class Trainer:
 
     def _dev_metrics(self) -> dict[str, float]:
         """The LAReQA figures of the held-out dev articles (the evaluator's own code)."""
-        from evaluation.lareqa import evaluate_lareqa, load_lareqa
-
-        if self._dev_set is None:
-            self._dev_set = load_lareqa(self.config.dev.path, articles=dev_split(self.config)[1])
         adapter = TorchEncoderAdapter(self.encoder, self.config.dev.batch_size)
-        figures = evaluate_lareqa(adapter, self._dev_set)
+        figures = evaluate_lareqa(adapter, self.dev.data)
         return {name: round(value, 5) for name, value in figures.items() if isinstance(value, float)}
 
     def evaluate_dev(self) -> bool:
@@ -533,7 +532,7 @@ class Trainer:
             "datasets": {d.name: {"groups": len(d.groups), "languages": d.languages} for d in self.datasets},
             "dev": None if self.config.dev is None else {
                 "metric": self.config.dev.metric, "best": self.best, "history": self.dev_history,
-                "articles": list(dev_split(self.config)[1]),
+                "articles": list(self.dev.articles),
             },
             "exported_weights": f"best dev step {self.best['step']}" if self.best else f"step {self.step}",
         }
