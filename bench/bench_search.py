@@ -137,15 +137,23 @@ def build(directory: Path, encoder, index_type: str, pool: list[tuple], chunk: i
     return collection, time.perf_counter() - start
 
 
-def measure_search(collection, encoder, queries: list[tuple], k: int = 10) -> dict:
-    for _, text, _ in queries[:5]:  # warm-up
-        collection.search(encoder.encode([text], "query")[0], k=k)
+def measure_search(collection, encoder, queries: list[tuple], k: int = 10, source=None, method: str = "none") -> dict:
+    """Latency of encode + search per query; with a calibration ``source`` the calibrator is resolved per
+    query from the collection's statistics, as the service does (the query's given language)."""
+    def search(vector, language):
+        if source is None or method == "none":
+            return collection.search(vector, k=k)
+        calibrator, _ = source.resolve(method, collection.statistics()[1], language)
+        return collection.search(vector, k=k, calibrator=calibrator, query_language=language)
+
+    for _, text, language in queries[:5]:  # warm-up (and the norm ranges of each calibrated shard)
+        search(encoder.encode([text], "query")[0], language)
     encode_ms, search_ms, rankings = [], [], []
-    for _, text, _ in queries:
+    for _, text, language in queries:
         t0 = time.perf_counter()
         vector = encoder.encode([text], "query")[0]
         t1 = time.perf_counter()
-        hits = collection.search(vector, k=k)
+        hits = search(vector, language)
         t2 = time.perf_counter()
         encode_ms.append((t1 - t0) * 1000)
         search_ms.append((t2 - t1) * 1000)
@@ -194,6 +202,8 @@ def main() -> None:
     parser.add_argument("--hnsw-ef-search", type=int, default=None, help="override efSearch (default: the index's)")
     parser.add_argument("--hnsw-ef-construction", type=int, default=None, help="override efConstruction")
     parser.add_argument("--encode-only", action="store_true", help="fill the embedding cache and stop (e.g. under nice)")
+    parser.add_argument("--calibration", nargs="+", default=["none"], choices=("none", "center", "subspace"),
+                        help="rank with these methods, side by side (recall: against the exact ranking of the same method)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
@@ -217,24 +227,30 @@ def main() -> None:
         print(f"{encoded} passages encoded, {len(pool) - encoded} were cached: {work / encoder.fingerprint}")
         return
     fast = CachedEncoder(encoder, [text for _, text, _ in pool], vectors)
+    from encoder.calibration import ArtifactCalibration, CalibrationSource
+
+    artifact = ArtifactCalibration.load(args.model, encoder.dim)
+    source = CalibrationSource(artifact.statistics.get(args.precision) if artifact else None, encoder.dim,
+                               artifact.subspace_rank if artifact else 10)
 
     load_before = "/".join(f"{x:.1f}" for x in os.getloadavg())  # the machine may be shared: say how busy it was
     rows = []
     for size in sorted(args.sizes):
-        exact = None
+        exact = {}
         for index_type in sorted(args.index_types, key=lambda t: t != "flat"):  # flat first: the reference
             directory = work / "scratch" / f"{size}-{index_type}"
             collection, seconds = build(directory, fast, index_type, pool[:size])
-            result = measure_search(collection, encoder, queries)
             structures = sorted(set(collection.manifest["shards"].values()))
+            name = index_type + ("" if structures == [index_type] else f" ({'+'.join(structures)})")
+            for method in args.calibration:
+                result = measure_search(collection, encoder, queries, source=source, method=method)
+                if index_type == "flat":
+                    exact[method] = result["rankings"]
+                recall = recall_against(result["rankings"], exact[method]) if method in exact else float("nan")
+                rows.append((size, name, method, size / seconds, result, recall))
+                print(f"done: {size} {index_type} {method}", file=sys.stderr)
             collection.close()
             shutil.rmtree(directory, ignore_errors=True)
-            if index_type == "flat":
-                exact = result["rankings"]
-            recall = recall_against(result["rankings"], exact) if exact is not None else float("nan")
-            rows.append((size, index_type + ("" if structures == [index_type] else f" ({'+'.join(structures)})"),
-                         size / seconds, result, recall))
-            print(f"done: {size} {index_type}", file=sys.stderr)
     rate = ingest_rate(encoder, pool, args.ingest_sample, work / "scratch" / "ingest") if args.ingest_sample else None
 
     print(f"\nmodel {Path(args.model).name} ({args.precision}, {encoder.fingerprint}), {args.threads} threads, "
@@ -242,14 +258,14 @@ def main() -> None:
           f"passage embeddings: {encoded} encoded now, {len(pool) - encoded} loaded from cache; "
           f"{len(queries)} XQuAD-R questions in {len({q[2] for q in queries})} languages, k=10; "
           f"load average before/after: {load_before} / {'/'.join(f'{x:.1f}' for x in os.getloadavg())}\n")
-    print("| passages | index | store + index passages/s | search p50 ms | search p99 ms "
+    print("| passages | index | calibration | store + index passages/s | search p50 ms | search p99 ms "
           "| /search path p50 ms | /search path p99 ms | recall@10 vs exact |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    for size, name, build_rate, result, recall in rows:
-        print(f"| {size:,} | {name} | {build_rate:,.0f} | {statistics.median(result['search']):.2f} "
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for size, name, method, build_rate, result, recall in rows:
+        print(f"| {size:,} | {name} | {method} | {build_rate:,.0f} | {statistics.median(result['search']):.2f} "
               f"| {percentile(result['search'], 99):.2f} | {statistics.median(result['total']):.1f} "
               f"| {percentile(result['total'], 99):.1f} | {recall:.3f} |")
-    query_ms = [ms for _, _, _, result, _ in rows for ms in result["encode"]]
+    query_ms = [ms for *_, result, _ in rows for ms in result["encode"]]
     print(f"\nquery encoding alone: p50 {statistics.median(query_ms):.1f} ms, p99 {percentile(query_ms, 99):.1f} ms")
     if rate is not None:
         print(f"ingest with encoding (Collection.add: encode + SQLite + flat shard, {args.ingest_sample} passages, "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.contract import EncoderContract
+from encoder.files import write_json_atomic
 
 ARTIFACT_FILE = "artifact.json"
 PRECISIONS = ("fp32", "int8")
@@ -60,9 +61,7 @@ class ArtifactInfo:
 
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / ARTIFACT_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_json_atomic(path, self.to_dict())
         return path
 
 

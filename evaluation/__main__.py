@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="articles of split.json to use (default: all)")
     lareqa.add_argument("--languages", nargs="+", default=None, metavar="LANG",
                         help="restrict to these languages (space- or comma-separated)")
+    lareqa.add_argument("--calibration", nargs="+", default=["none"], choices=["none", "center", "subspace"],
+                        metavar="METHOD", help="none, center, subspace; several give one row each (default: none)")
+    lareqa.add_argument("--query-language", choices=["given", "detected"], default="given",
+                        help="calibrate each query with its given language, or with the one the service's "
+                             "detector finds (unsure: the language-free fallback) (default: given)")
 
     beir = commands.add_parser("beir", help="BEIR/TREC-format retrieval (nDCG@10, Recall@k, MRR@10)")
     common(beir)
@@ -106,13 +111,30 @@ def _encoder(path: Path, args):
         raise UsageError(str(error)) from None
 
 
-def _evaluate(args, encoder, data) -> dict:
+def _artifact_statistics(path: Path, encoder):
+    from encoder.calibration import ArtifactCalibration
+
+    calibration = ArtifactCalibration.load(path, encoder.dim)
+    return calibration.statistics.get(encoder.precision) if calibration is not None else None
+
+
+def _detected_languages(data, languages: list[str]) -> list[str | None]:
+    # The service's detector, restricted as the service restricts it; imported only for this option.
+    from indexes.languages import LanguageDetector
+
+    detector = LanguageDetector(languages)
+    print(f"detecting the language of {len(data.queries)} queries ...", file=sys.stderr)
+    return [detection.language for detection in detector.detect_many(data.queries)]
+
+
+def _evaluate(args, encoder, data, method: str = "none", statistics=None, query_languages=None) -> dict:
     embedding = {"cache_dir": None if args.no_cache else args.cache_dir, "progress": not args.no_progress,
                  "batch_size": args.batch_size}
     if args.benchmark == "lareqa":
         from evaluation.lareqa import evaluate_lareqa
 
-        return evaluate_lareqa(encoder, data, **embedding)
+        return evaluate_lareqa(encoder, data, **embedding, calibration=method, statistics=statistics,
+                               query_languages=query_languages)
     from evaluation.beir import evaluate_beir
 
     return evaluate_beir(encoder, data, k=args.k, **embedding)
@@ -125,19 +147,28 @@ def run(args) -> dict:
     _check_inputs(args)
     data = _load_data(args)
     print(f"{args.benchmark} {args.data} ({args.split}): {data.summary()}", file=sys.stderr)
+    methods = getattr(args, "calibration", ["none"])
+    detected = None
     models: dict[str, dict] = {}
     for label, path in zip(labels, args.model):
         encoder = _encoder(path, args)
-        started = time.perf_counter()
-        print(f"[{label}] {path} ({args.precision}, {encoder.fingerprint})", file=sys.stderr)
-        results = _evaluate(args, encoder, data)
-        models[label] = {"artifact": str(path), "precision": args.precision, "fingerprint": encoder.fingerprint,
-                         "base_model": encoder.info.base_model,
-                         "seconds": round(time.perf_counter() - started, 1), "results": results}
+        statistics = _artifact_statistics(path, encoder) if methods != ["none"] else None
+        if getattr(args, "query_language", "given") == "detected" and detected is None:
+            known = sorted(set(data.languages) | set(statistics.languages if statistics else []))
+            detected = _detected_languages(data, known)
+        for method in methods:
+            started = time.perf_counter()
+            name = label if len(methods) == 1 else f"{label} [{method}]"
+            print(f"[{name}] {path} ({args.precision}, {encoder.fingerprint})", file=sys.stderr)
+            results = _evaluate(args, encoder, data, method, statistics, detected)
+            models[name] = {"artifact": str(path), "precision": args.precision, "fingerprint": encoder.fingerprint,
+                            "base_model": encoder.info.base_model, "calibration": method,
+                            "seconds": round(time.perf_counter() - started, 1), "results": results}
     settings = {
         "data": str(args.data), "split": args.split, "precision": args.precision,
         "languages": " ".join(data.languages) if args.benchmark == "lareqa" else None,
         "k": getattr(args, "k", None),
+        "calibration": " ".join(methods), "query_language": getattr(args, "query_language", "given"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python -m evaluation " + " ".join(args.argv),
     }

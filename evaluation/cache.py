@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from encoder.files import atomic_path
 
 DEFAULT_CACHE_DIR = Path("var") / "cache" / "embeddings"
 
@@ -32,15 +32,8 @@ def cache_path(encoder, texts: Sequence[str], kind: str, cache_dir: str | Path) 
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.save(file, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, unique=True) as tmp, open(tmp, "wb") as file:
+        np.save(file, array)
 
 
 def cached_encode(

@@ -265,10 +265,27 @@ def lareqa_metrics(query_vectors: np.ndarray, candidate_vectors: np.ndarray, dat
 
 
 def evaluate_lareqa(encoder, data: LareqaSet, cache_dir: str | Path | None = None, progress: bool = False,
-                    batch_size: int | None = None) -> dict:
+                    batch_size: int | None = None, calibration: str = "none", statistics=None,
+                    query_languages: Sequence[str | None] | None = None) -> dict:
     """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``; through the embedding cache when
-    ``cache_dir`` is given) and compute ``lareqa_metrics``."""
-    def embed(texts: list[str], kind: str) -> np.ndarray:
-        return cached_encode(encoder, texts, kind, cache_dir, progress, batch_size)
+    ``cache_dir`` is given) and compute ``lareqa_metrics``.
 
-    return lareqa_metrics(embed(data.queries, "query"), embed(data.candidates, "passage"), data)
+    ``calibration``: a method of ``encoder.calibration``, applied as the service applies it: the passage
+    means of the candidates themselves (the collection) where a language has enough of them, else the
+    artifact's ``statistics``; ``query_languages`` (default: the given ones) may hold detected codes or
+    None (unsure), and such queries fall back to the method that needs no query language."""
+    queries = cached_encode(encoder, data.queries, "query", cache_dir, progress, batch_size)
+    candidates = cached_encode(encoder, data.candidates, "passage", cache_dir, progress, batch_size)
+    if calibration == "none":
+        return lareqa_metrics(queries, candidates, data)
+    from encoder.calibration import LanguageStatistics, calibrate_for_evaluation
+
+    languages = np.asarray(data.candidate_language)
+    collection = LanguageStatistics.from_vectors(
+        {language: candidates[languages == language] for language in data.languages}, dim=candidates.shape[1])
+    query_languages = list(data.query_language if query_languages is None else query_languages)
+    queries, candidates, info = calibrate_for_evaluation(
+        calibration, queries, query_languages, candidates, data.candidate_language, statistics, collection)
+    result = lareqa_metrics(queries, candidates, data)
+    result["calibration"] = info | {"query_languages": "given" if query_languages == data.query_language else "detected"}
+    return result

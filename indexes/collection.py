@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 from collections import Counter
@@ -28,8 +27,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from encoder.calibration import Calibrator, LanguageStatistics
+from encoder.files import write_json_atomic
+from indexes.calibrated import NormRanges, search_shard, shifted_query
 from indexes.documents import Document, Hit, validate_document
-from indexes.languages import detect_languages, normalize_language
+from indexes.languages import LanguageDetector, default_detector, normalize_language
 from indexes.locks import DirectoryLock, ReadWriteLock
 from indexes.shards import Shard, check_index_type, single_threaded
 from indexes.store import DocumentStore, StoredRow, WriteResult
@@ -49,16 +51,6 @@ class IndexMismatchError(ValueError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -132,6 +124,8 @@ class Collection:
     def __init__(self, directory: Path, encoder, manifest: dict, store: DocumentStore, lock: DirectoryLock) -> None:
         self.directory = directory
         self.encoder = encoder
+        # labels documents added without a language; None = indexes.languages' default (all languages)
+        self.detector: LanguageDetector | None = None
         self._manifest = manifest
         self._store = store
         self._lock = lock
@@ -140,6 +134,8 @@ class Collection:
         self._dirty: set[str] = set()
         self._closed = False
         self._last_checkpoint = time.monotonic()
+        self._statistics = (store.version(), self._read_statistics(writer=True))
+        self._norm_ranges = NormRanges()
 
     # --- opening -----------------------------------------------------------------------------------------
 
@@ -326,15 +322,17 @@ class Collection:
         prepared = list(by_id.values())
         unknown = [i for i, doc in enumerate(prepared) if doc.language is None]
         if unknown:
-            detected = detect_languages([prepared[i].text for i in unknown])
-            failed = [prepared[i].id for i, language in zip(unknown, detected) if language is None]
+            detector = self.detector or default_detector()
+            detected = detector.detect_many([prepared[i].text for i in unknown])
+            failed = [(prepared[i].id, found) for i, found in zip(unknown, detected) if found.language is None]
             if failed:
-                raise ValueError(
-                    f"cannot detect the language of {len(failed)} document(s) (ids {', '.join(map(repr, failed[:5]))}); "
-                    "give them a 'language'"
-                )
-            for i, language in zip(unknown, detected):
-                prepared[i].language = language
+                shown = ", ".join(f"{doc_id!r}" + (f" (best guess {found.best_guess}, confidence {found.confidence:.2f} "
+                                                   f"< {detector.min_confidence})" if found.best_guess else "")
+                                  for doc_id, found in failed[:5])
+                raise ValueError(f"cannot tell the language of {len(failed)} document(s): {shown}; give them a "
+                                 "'language' (ISO 639-1)")
+            for i, found in zip(unknown, detected):
+                prepared[i].language = found.language
         return prepared
 
     def _vectors_for(self, documents: list[Document], stored: dict[str, StoredRow], batch_size: int, progress: bool) -> np.ndarray:
@@ -368,11 +366,21 @@ class Collection:
             bar.close()
         return vectors
 
+    def _read_statistics(self, writer: bool = False) -> LanguageStatistics:
+        stats = LanguageStatistics(self.dim)
+        for language, (count, total) in self._store.language_stats(writer=writer).items():
+            stats.counts[language], stats.sums[language] = count, total
+        return stats
+
     def _apply(self, written: WriteResult, vectors: np.ndarray) -> None:
-        """Mirror a committed write in the shards (caller holds the write lock).
+        """Mirror a committed write in the shards and the statistics (caller holds the write lock).
 
         The write is already committed, so nothing here may raise: the shards and their files are caches
         of the store, and a failure only costs a repair (now, or on the next open)."""
+        try:
+            self._statistics = (written.version, self._read_statistics(writer=True))
+        except Exception:  # the store has them; the next write or open reads them again
+            logger.exception("reading the language statistics failed")
         try:
             touched: set[str] = set()
             removed: dict[str, list[int]] = {}
@@ -419,10 +427,14 @@ class Collection:
         k: int = 10,
         languages: Sequence[str] | None = None,
         per_language: int | None = None,
+        calibrator: Calibrator | None = None,
+        query_language: str | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for one query vector, all searched languages merged by score.
 
         ``languages``: shards to search (None = all). ``per_language``: at most that many hits per language.
+        ``calibrator`` (with the query's language, which ``center`` needs): rank by calibrated cosine
+        (``indexes.calibrated``); None or method ``none`` ranks by the raw cosine.
         """
         self._check_open()
         query = np.asarray(vector, dtype=np.float32)
@@ -439,14 +451,17 @@ class Collection:
         if isinstance(languages, str):
             languages = [languages]
         wanted = None if languages is None else list(dict.fromkeys(normalize_language(code) for code in languages))
-        query = np.ascontiguousarray(query.reshape(1, -1))
+        calibrated = calibrator is not None and calibrator.method != "none"
+        query = shifted_query(query, calibrator, query_language) if calibrated else np.ascontiguousarray(query.reshape(1, -1))
         depth = min(k, per_language) if per_language else k
         with self._reading(), single_threaded():
             scores, keys = [], []
             for language in (self._shards if wanted is None else wanted):
                 shard = self._shards.get(language)
                 if shard is not None:
-                    shard_scores, shard_keys = shard.search(query, depth)
+                    shard_scores, shard_keys = (
+                        search_shard(shard, language, query, depth, calibrator, self._norm_ranges) if calibrated
+                        else shard.search(query, depth))
                     scores.append(shard_scores)
                     keys.append(shard_keys)
             if not scores:
@@ -471,6 +486,12 @@ class Collection:
         with self._reading():
             row = self._store.rows_by_id([id]).get(id)
         return row.document() if row is not None else None
+
+    def statistics(self) -> tuple[int, LanguageStatistics]:
+        """(store version, running per-language sums and counts of the stored vectors): what calibration
+        estimates the collection's own language means from. The statistics object is never mutated."""
+        with self._reading():
+            return self._statistics
 
     def languages(self) -> dict[str, int]:
         """Documents per language."""

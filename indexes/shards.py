@@ -12,13 +12,14 @@ A shard file is a cache of the store: the collection checks its keys against the
 from __future__ import annotations
 
 import math
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import faiss
 import numpy as np
+
+from encoder.files import atomic_path
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 STRUCTURES = {"flat": {"flat"}, "hnsw": {"hnsw"}, "ivf": {"flat", "ivf"}}  # what a shard of each type may be
@@ -60,6 +61,7 @@ class Shard:
         self.index = index
         self.stale: set[int] = set()  # hnsw only: keys still in the graph but no longer in the store
         self._stale_array = np.zeros(0, dtype=np.int64)
+        self.version = 0  # bumped by every add/remove: caches of derived numbers key on it
         self._configure()
 
     # --- construction ------------------------------------------------------------------------------------
@@ -100,14 +102,8 @@ class Shard:
 
     def save(self, path: Path) -> None:
         """Atomic: write a temporary file, fsync, rename over the old one."""
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self.index, str(tmp))
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index, str(tmp))
 
     def _configure(self) -> None:
         inner = self._inner()
@@ -115,6 +111,8 @@ class Shard:
             inner.hnsw.efSearch = HNSW_EF_SEARCH
         elif isinstance(inner, faiss.IndexIVF):
             inner.nprobe = min(inner.nlist, max(IVF_MIN_NPROBE, round(inner.nlist * IVF_NPROBE_SHARE)))
+            if inner.direct_map.type != faiss.DirectMap.Hashtable:  # vectors(keys) reconstructs by key
+                inner.set_direct_map_type(faiss.DirectMap.Hashtable)
 
     def _inner(self) -> faiss.Index:
         index = faiss.downcast_index(self.index)
@@ -151,16 +149,40 @@ class Shard:
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         if len(keys):
             self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+            self.version += 1
 
     def remove(self, keys) -> None:
         keys = np.asarray(list(keys), dtype=np.int64)
         if not len(keys):
             return
-        if self.structure == "hnsw":
+        self.version += 1
+        structure = self.structure
+        if structure == "hnsw":
             self.stale.update(int(key) for key in keys)
             self._stale_array = np.fromiter(self.stale, dtype=np.int64, count=len(self.stale))
+        elif structure == "ivf":  # the hashtable direct map only takes an array selector
+            self.index.remove_ids(faiss.IDSelectorArray(len(keys), faiss.swig_ptr(keys)))
         else:
             self.index.remove_ids(faiss.IDSelectorBatch(keys))
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The stored vectors of ``keys`` (each must be in the shard), shape (len(keys), dim)."""
+        keys = np.ascontiguousarray(keys, dtype=np.int64)
+        if not len(keys):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.index.reconstruct_batch(keys)
+
+    def stored_vectors(self) -> np.ndarray:
+        """Every vector the FAISS index holds (stale ones included), in no particular order. For flat and
+        hnsw a view of FAISS's own storage (valid until the next write), no copy."""
+        inner = self._inner()
+        if isinstance(inner, faiss.IndexIVF):
+            return self.vectors(self.all_keys())
+        storage = faiss.downcast_index(inner.storage) if isinstance(inner, faiss.IndexHNSW) else inner
+        total = int(storage.ntotal)
+        if total == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return faiss.rev_swig_ptr(storage.get_xb(), total * self.dim).reshape(total, self.dim)
 
     def needs_rebuild(self) -> bool:
         structure, live = self.structure, len(self)

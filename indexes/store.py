@@ -34,7 +34,11 @@ CREATE INDEX IF NOT EXISTS documents_group ON documents(grp) WHERE grp IS NOT NU
 CREATE TABLE IF NOT EXISTS vectors (key INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO state (name, value) VALUES ('version', 0);
+-- Running sums of the stored vectors per language (float64), for calibration: changed in the same
+-- transaction as the documents, so they always equal a recount.
+CREATE TABLE IF NOT EXISTS language_stats (language TEXT PRIMARY KEY, count INTEGER NOT NULL, sum BLOB NOT NULL);
 """
+STATS_MARKER = "language_stats"  # a state row: present once language_stats has been counted for this store
 SQL_CHUNK = 500  # ids per IN (...) clause
 
 
@@ -79,6 +83,7 @@ class DocumentStore:
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
         self._writer.executescript(SCHEMA)
+        self._count_stats_once()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -116,6 +121,70 @@ class DocumentStore:
             self._readers.clear()
         self._writer.close()
 
+    def _count_stats_once(self) -> None:
+        """A store written before language_stats existed (or killed while adding it) counts them now."""
+        db = self._writer
+        if db.execute("SELECT 1 FROM state WHERE name = ?", (STATS_MARKER,)).fetchone():
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM language_stats")
+            for language, (count, total) in sorted(self.recount_stats(db).items()):
+                db.execute("INSERT INTO language_stats (language, count, sum) VALUES (?, ?, ?)",
+                           (language, count, total.tobytes()))
+            db.execute("INSERT INTO state (name, value) VALUES (?, 1)", (STATS_MARKER,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def recount_stats(self, db: sqlite3.Connection | None = None) -> dict[str, tuple[int, np.ndarray]]:
+        """Per-language (count, float64 sum) recounted from the stored vectors (the reference for the
+        running sums)."""
+        db = db or self._reader()
+        out: dict[str, tuple[int, np.ndarray]] = {}
+        rows = db.execute("SELECT d.language, v.vector FROM documents d JOIN vectors v ON v.key = d.key ORDER BY d.key")
+        while chunk := rows.fetchmany(SQL_CHUNK):
+            for language, blob in chunk:
+                count, total = out.get(language, (0, np.zeros(self.dim)))
+                out[language] = (count + 1, total + np.frombuffer(blob, dtype=np.float32))
+        return out
+
+    def language_stats(self, writer: bool = False) -> dict[str, tuple[int, np.ndarray]]:
+        """The running per-language (count, float64 sum) of the stored vectors."""
+        db = self._writer if writer else self._reader()
+        return {language: (count, np.frombuffer(blob, dtype=np.float64).copy())
+                for language, count, blob in db.execute("SELECT language, count, sum FROM language_stats")}
+
+    def _update_stats(self, db: sqlite3.Connection, removed: list[tuple[int, str]],
+                      upserts: Sequence[tuple[Document, np.ndarray]]) -> None:
+        """Inside write()'s transaction: subtract the removed rows' vectors, add the inserted ones."""
+        delta: dict[str, list] = {}
+
+        def add(language: str, sign: int, vector: np.ndarray) -> None:
+            entry = delta.setdefault(language, [0, np.zeros(self.dim)])
+            entry[0] += sign
+            entry[1] += sign * vector.astype(np.float64)
+
+        for chunk in _chunks([key for key, _ in removed]):
+            query = (f"SELECT d.language, v.vector FROM documents d JOIN vectors v ON v.key = d.key "
+                     f"WHERE d.key IN ({_marks(len(chunk))})")
+            for language, blob in db.execute(query, chunk):
+                add(language, -1, np.frombuffer(blob, dtype=np.float32))
+        for doc, vector in upserts:
+            add(doc.language, 1, np.asarray(vector, dtype=np.float32))
+        for language, (change, total) in sorted(delta.items()):
+            row = db.execute("SELECT count, sum FROM language_stats WHERE language = ?", (language,)).fetchone()
+            count = (row[0] if row else 0) + change
+            if count <= 0:  # no drift survives an emptied language
+                db.execute("DELETE FROM language_stats WHERE language = ?", (language,))
+                continue
+            if row:
+                total = total + np.frombuffer(row[1], dtype=np.float64)
+            db.execute("INSERT OR REPLACE INTO language_stats (language, count, sum) VALUES (?, ?, ?)",
+                       (language, count, total.tobytes()))
+
     # --- writes (caller holds the collection's write lock) -----------------------------------------------
 
     def write(self, upserts: Sequence[tuple[Document, np.ndarray]] = (), deletes: Sequence[str] = ()) -> WriteResult:
@@ -132,6 +201,7 @@ class DocumentStore:
             if not upserts and not removed:  # nothing to do: leave the version alone
                 db.execute("ROLLBACK")
                 return WriteResult([], [], 0, self._version(db))
+            self._update_stats(db, removed, upserts)
             for chunk in _chunks([key for key, _ in removed]):
                 db.execute(f"DELETE FROM documents WHERE key IN ({_marks(len(chunk))})", chunk)
                 db.execute(f"DELETE FROM vectors WHERE key IN ({_marks(len(chunk))})", chunk)

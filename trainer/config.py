@@ -78,6 +78,7 @@ class TrainConfig:
     trace_batches: bool = False  # write each rank's batches to <output_dir>/trace/rank<r>.jsonl
     export: bool = True  # export the ONNX artifact to <output_dir>/artifact at the end
     quantize: bool = True  # also write the int8 model
+    calibration_data: str | None = None  # NTREX-128 directory: the artifact's calibration statistics
     dev: DevConfig | None = None
 
     def validate(self) -> "TrainConfig":
@@ -116,6 +117,7 @@ class TrainConfig:
 
 # Fields that may differ between a run and its resumption (they do not change what is computed).
 RESUMABLE_CHANGES = {"output_dir", "device", "threads", "checkpoint_every", "trace_batches", "export", "quantize",
+                     "calibration_data",
                      "dev.every", "dev.patience", "dev.batch_size"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from encoder.artifact import ArtifactInfo, sha256_file
+from trainer.calibration import DEFAULT_NTREX, calibrate_artifact
 from trainer.modeling import SentenceEncoder, load_base
 
 OPSET = 17
@@ -55,9 +57,11 @@ def _quantize_int8(source: Path, target: Path) -> None:
 
 
 def export_artifact(
-    encoder: SentenceEncoder, out_dir: str | Path, training: dict | None = None, quantize: bool = True
+    encoder: SentenceEncoder, out_dir: str | Path, training: dict | None = None, quantize: bool = True,
+    calibration_data: str | Path | None = None,
 ) -> Path:
-    """Write model.onnx (+ model.int8.onnx), tokenizer.json and artifact.json into ``out_dir`` atomically."""
+    """Write model.onnx (+ model.int8.onnx), tokenizer.json and artifact.json into ``out_dir`` atomically;
+    with ``calibration_data`` (an NTREX-128 directory) also calibration.json (``trainer.calibration``)."""
     out = Path(out_dir)
     staging = out.with_name(out.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -79,6 +83,8 @@ def export_artifact(
     tokenizer.no_truncation()  # the runtime truncates to the contract's max_length
     tokenizer.save(str(staging / "tokenizer.json"))
     ArtifactInfo(contract=encoder.contract, base_model=encoder.base_model, files=files, training=training).save(staging)
+    if calibration_data is not None:
+        calibrate_artifact(staging, calibration_data)
 
     if out.exists():
         shutil.rmtree(out)
@@ -93,10 +99,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="artifact directory to write")
     parser.add_argument("--max-length", type=int, default=None, help="override the contract's max length")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    parser.add_argument("--ntrex", type=Path, default=DEFAULT_NTREX,
+                        help="NTREX-128 directory for the calibration statistics (default: %(default)s)")
+    parser.add_argument("--no-calibration", action="store_true", help="write no calibration statistics")
     args = parser.parse_args(argv)
     encoder = load_base(args.base, max_length=args.max_length)
-    path = export_artifact(encoder, args.out, quantize=not args.no_int8)
+    path = export_artifact(encoder, args.out, quantize=not args.no_int8,
+                           calibration_data=None if args.no_calibration else calibration_source(args.ntrex))
     print(f"wrote {path}")
+
+
+def calibration_source(ntrex: Path = DEFAULT_NTREX) -> Path | None:
+    """``ntrex`` if it is there; otherwise None and a warning (the service then calibrates from the
+    collection alone)."""
+    if ntrex.is_dir():
+        return ntrex
+    print(f"warning: {ntrex} not found: the artifact gets no calibration statistics "
+          "(add them later with `python -m trainer.calibration --model ...`)", file=sys.stderr)
+    return None
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from encoder.files import atomic_path
 from evaluation.lareqa import LareqaSet, evaluate_lareqa, load_lareqa
 from trainer import distributed as dist_utils
 from trainer.config import TrainConfig, config_differences, config_from_dict
@@ -190,9 +190,8 @@ class TorchEncoderAdapter:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _linear_schedule(warmup: int, total: int):
@@ -547,7 +546,7 @@ class Trainer:
                 load_trainable_state(self.encoder, torch.load(best, map_location="cpu", weights_only=False)["model"], best)
             self.encoder.eval()
             path = export_artifact(self.encoder.cpu(), self.out / ARTIFACT_DIR, training=self.training_record(stopped),
-                                   quantize=self.config.quantize)
+                                   quantize=self.config.quantize, calibration_data=self.config.calibration_data)
             tqdm.write(f"exported {path}")
         dist_utils.barrier()
         return path
@@ -575,7 +574,7 @@ def export_run(run_dir: str | Path, weights: str = "last", out: str | Path | Non
     from trainer.export import export_artifact
 
     return export_artifact(encoder.eval(), out or run_dir / f"{ARTIFACT_DIR}-{weights}", training=record,
-                           quantize=config.quantize)
+                           quantize=config.quantize, calibration_data=config.calibration_data)
 
 
 def train(config: TrainConfig, resume: bool = False, stop_at: int | None = None) -> TrainResult:
