@@ -1,51 +1,185 @@
-"""Language codes and detection (lingua, offline, high-accuracy mode).
+"""Language codes and detection (lingua, offline).
 
 Collections shard by ISO 639-1 code, so every code stored or requested must be one lingua knows:
 the same detector labels documents without a language and queries, and the two must agree.
+
+``LanguageDetector`` chooses only among a given set of languages (the ones the model and the collection
+serve) and answers "unknown" (``Detection.language is None``) below a confidence threshold: a wrong label
+files a passage in the wrong shard or calibrates a query with the wrong language, "unknown" lets the caller
+fall back. Threshold and mode were chosen with bench/bench_languages.py (docs/languages.md).
 """
 from __future__ import annotations
 
+import re
 import threading
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
-from lingua import Language, LanguageDetector, LanguageDetectorBuilder
+from lingua import IsoCode639_1, Language
+from lingua import LanguageDetector as _Lingua
+from lingua import LanguageDetectorBuilder
 
 KNOWN_LANGUAGES: frozenset[str] = frozenset(language.iso_code_639_1.name.lower() for language in Language.all())
 LANGUAGE_NAMES: dict[str, str] = {
     language.iso_code_639_1.name.lower(): language.name.title() for language in Language.all()
 }
 
+# Below this, lingua's confidence (its probability of the best allowed language; the allowed ones sum to 1)
+# answers "unknown". Chosen on NTREX-128 (max correct − 2×wrong over sentences and 1-3-word queries, every
+# language's sentence accuracy >= 0.97), confirmed on XQuAD-R: docs/languages.md. ("hello" scores es 0.53,
+# en 0.33 among the 11 XQuAD-R languages: unknown.)
+DEFAULT_MIN_CONFIDENCE = 0.55
+# lingua's cost grows with the text; its verdict does not change past a few sentences.
+MAX_DETECT_CHARS = 2000
+# A text whose letters are at least this share non-Latin is decided on its non-Latin letters alone: Greek,
+# Russian, Thai or Chinese questions quote Latin-script names ("Πόσα tackles κατέγραψε ο Luke Kuechly;"), and
+# lingua, left to itself, labels them en. XQuAD-R and NTREX texts in non-Latin languages that hold Latin
+# letters have a non-Latin share of at least 0.1 (zh), 0.17 (th), 0.23 (el), 0.28 (ru, ar).
+NON_LATIN_SHARE = 0.2
+_LETTER = re.compile(r"[^\W\d_]")
+_LATIN = re.compile("[A-Za-z\u00aa\u00ba\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff\u2c60-\u2c7f"
+                    "\ua720-\ua7ff\uff21-\uff3a\uff41-\uff5a]")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """``language``: ISO 639-1 code, None when unsure or undeterminable (no letters, or a script none of the
+    allowed languages uses). ``confidence``: lingua's confidence of ``best_guess``, 0..1, among the allowed
+    languages (1.0 when the script decides, e.g. Thai or Greek). ``best_guess``: the top allowed language
+    even when below the threshold (None when nothing could be scored)."""
+
+    language: str | None
+    confidence: float
+    best_guess: str | None
+
+
+def _lingua_language(code: str) -> Language:
+    return Language.from_iso_code_639_1(getattr(IsoCode639_1, normalize_language(code).upper()))
+
+
+def _code(language: Language) -> str:
+    return language.iso_code_639_1.name.lower()
+
+
+def _text_to_score(text: str) -> str:
+    """``text``, capped, or its non-Latin part where that part is a large enough share of its letters."""
+    text = text[:MAX_DETECT_CHARS]
+    latin = len(_LATIN.findall(text))
+    if latin:
+        letters = len(_LETTER.findall(text))
+        if letters > latin and (letters - latin) >= NON_LATIN_SHARE * letters:
+            return _LATIN.sub("", text)
+    return text
+
+
+class LanguageDetector:
+    """Detection restricted to ``languages`` (ISO 639-1 codes; None: all 75 lingua knows) with a threshold.
+
+    Built lazily on first use (thread-safe); one instance is safe to share between threads. lingua keeps its
+    language models in a process-wide cache shared by all detectors, so building a second detector for a
+    grown set (``with_languages``) loads only the added languages' models (~0.2 s and tens of MB each in
+    high-accuracy mode); the old detector can simply be dropped.
+    """
+
+    def __init__(self, languages: Iterable[str] | None = None, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 low_accuracy: bool = False):
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence!r}")
+        self.languages: frozenset[str] = (
+            KNOWN_LANGUAGES if languages is None else frozenset(normalize_language(code) for code in languages)
+        )
+        if not self.languages:
+            raise ValueError("languages: at least one language is needed")
+        self.min_confidence = float(min_confidence)
+        self.low_accuracy = low_accuracy
+        self._detector: _Lingua | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"LanguageDetector({len(self.languages)} languages, min_confidence={self.min_confidence}, "
+                f"low_accuracy={self.low_accuracy})")
+
+    def with_languages(self, languages: Iterable[str]) -> LanguageDetector:
+        """A detector for this set plus ``languages``, same settings (``self`` when nothing is new)."""
+        grown = self.languages | {normalize_language(code) for code in languages}
+        if grown == self.languages:
+            return self
+        return LanguageDetector(grown, self.min_confidence, self.low_accuracy)
+
+    def _build(self, preload: bool) -> _Lingua:
+        builder = LanguageDetectorBuilder.from_languages(*map(_lingua_language, sorted(self.languages)))
+        if self.low_accuracy:
+            builder = builder.with_low_accuracy_mode()
+        return (builder.with_preloaded_language_models() if preload else builder).build()
+
+    def _lingua(self) -> _Lingua:
+        if self._detector is None:
+            with self._lock:
+                if self._detector is None:
+                    self._detector = self._build(preload=False)  # models load on first need
+        return self._detector
+
+    def warm_up(self) -> None:
+        """Build now and load every allowed language's models (otherwise loaded lazily, on first need);
+        the models go to lingua's shared cache, so a detector already built benefits too."""
+        with self._lock:
+            preloaded = self._build(preload=True)
+            if self._detector is None:
+                self._detector = preloaded
+
+    def _decide(self, values: Sequence) -> Detection:
+        if not values or values[0].value <= 0.0:  # no letters, or a script no allowed language uses
+            return Detection(None, 0.0, None)
+        best, confidence = _code(values[0].language), float(values[0].value)
+        return Detection(best if confidence >= self.min_confidence else None, confidence, best)
+
+    def detect(self, text: str) -> Detection:
+        """The language of ``text`` among ``languages``, or None below ``min_confidence``."""
+        if not isinstance(text, str) or not text.strip():
+            return Detection(None, 0.0, None)
+        return self._decide(self._lingua().compute_language_confidence_values(_text_to_score(text)))
+
+    def detect_many(self, texts: Sequence[str]) -> list[Detection]:
+        """``detect`` for many texts (lingua spreads them over its own thread pool)."""
+        texts = [_text_to_score(text) if isinstance(text, str) else "" for text in texts]
+        if not texts:
+            return []
+        return [self._decide(values) for values in self._lingua().compute_language_confidence_values_in_parallel(texts)]
+
+
+# --- module-level default, used by detect_language / detect_languages ------------------------------------------
+
+# Today's behaviour until a service installs its restricted detector: all languages, no threshold.
 _detector: LanguageDetector | None = None
 _detector_lock = threading.Lock()
 
 
-def _get_detector() -> LanguageDetector:
-    # Built once, on first use: high-accuracy mode (lingua's default) is the one that is right on short
-    # texts such as queries; its per-language models load lazily and the detector is safe to share.
+def default_detector() -> LanguageDetector:
+    """The detector ``detect_language`` and ``detect_languages`` use (built on first call if none was set)."""
     global _detector
     if _detector is None:
         with _detector_lock:
             if _detector is None:
-                _detector = LanguageDetectorBuilder.from_all_languages().build()
+                _detector = LanguageDetector(None, min_confidence=0.0)
     return _detector
 
 
-def _code(language: Language | None) -> str | None:
-    return language.iso_code_639_1.name.lower() if language is not None else None
+def set_default_detector(detector: LanguageDetector | None) -> None:
+    """Make ``detector`` the module default (None: back to all languages, no threshold, built lazily)."""
+    global _detector
+    with _detector_lock:
+        _detector = detector
 
 
 def detect_language(text: str) -> str | None:
-    """ISO 639-1 code of ``text``'s language, or None when it cannot be told (digits, symbols, empty)."""
-    if not text or not text.strip():
-        return None
-    return _code(_get_detector().detect_language_of(text))
+    """ISO 639-1 code of ``text``'s language per the default detector, or None when it cannot be told
+    (digits, symbols, empty) or the detector is unsure."""
+    return default_detector().detect(text).language
 
 
 def detect_languages(texts: Sequence[str]) -> list[str | None]:
-    """``detect_language`` for many texts at once (lingua spreads them over its own thread pool)."""
-    if not texts:
-        return []
-    return [_code(language) for language in _get_detector().detect_languages_in_parallel_of(list(texts))]
+    """``detect_language`` for many texts at once."""
+    return [detection.language for detection in default_detector().detect_many(list(texts))]
 
 
 def normalize_language(code: object) -> str:
@@ -62,15 +196,8 @@ def normalize_language(code: object) -> str:
     return primary
 
 
-# One short text per script family: detecting them loads the models a later call would otherwise load lazily.
-_WARM_UP_TEXTS = (
-    "How many people live in Berlin?", "Сколько людей живёт в Берлине?", "كم عدد سكان برلين؟",
-    "बर्लिन में कितने लोग रहते हैं?", "柏林有多少人口？", "ベルリンには何人住んでいますか？", "베를린에는 몇 명이 살고 있나요?",
-    "Πόσοι άνθρωποι ζουν στο Βερολίνο;", "כמה אנשים גרים בברלין?", "กรุงเบอร์ลินมีประชากรเท่าไร",
-)
-
-
-def warm_up_language_detector() -> None:
-    """Load the detector and its language models now (tens of seconds, ~1.3 GB resident) instead of on the
-    first call; a service can run this in a background thread at startup."""
-    detect_languages(list(_WARM_UP_TEXTS))
+def warm_up_language_detector(detector: LanguageDetector | None = None) -> None:
+    """Load ``detector`` (default: the module default) and its language models now instead of on the first
+    call; a service can run this in a background thread at startup. All 75 languages: ~10 s and ~1.3 GB
+    resident; the 11 XQuAD-R languages: ~2 s and ~0.3 GB (docs/languages.md)."""
+    (detector or default_detector()).warm_up()
