@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
             name = "BABELSEARCH_" + "_".join(str(part) for part in error["loc"]).upper()
             print(f"error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(settings)
+    app.state.service.url = f"http://{args.host}:{args.port}"  # for the "ready on ..." log line
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 

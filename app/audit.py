@@ -11,10 +11,11 @@ import random
 import time
 from dataclasses import dataclass
 
-from fastapi import HTTPException
-
+from app.errors import InvalidInput, LimitExceeded, NotFound
+from app.limits import env_name
 from evaluation.metrics import average_precision, language_share, macro_by_language, mean, rank_distance, recall_at_k
 from indexes import detect_language
+from indexes.documents import excerpt
 
 UNDETERMINED = "und"  # the ISO 639 code for "language not determined"
 
@@ -27,26 +28,32 @@ class AuditCase:
     exclude: str | None = None  # self-audit: the query's own document is not a candidate
 
 
-def _reject(message: str):
-    raise HTTPException(422, message)
+def _reject(message: str, param: str | None = None):
+    raise InvalidInput(message, param=param)
 
 
 def explicit_cases(queries, collection) -> list[AuditCase]:
     groups = None
     cases = []
+    known: set[str] = set()  # ids already looked up
     for i, query in enumerate(queries):
         if query.relevant_ids:
-            missing = [doc_id for doc_id in query.relevant_ids if collection.get(doc_id) is None]
-            if missing:
-                _reject(f"queries[{i}].relevant_ids: unknown document ids {missing[:5]}")
+            missing = [doc_id for doc_id in dict.fromkeys(query.relevant_ids)
+                       if doc_id not in known and collection.get(doc_id) is None]
+            if missing:  # the request is well-formed, the documents are not there: 404
+                raise NotFound(f"queries[{i}].relevant_ids: unknown document ids {[m[:60] for m in missing[:5]]}",
+                               param=f"queries[{i}].relevant_ids")
+            known.update(query.relevant_ids)
             relevant = list(dict.fromkeys(query.relevant_ids))
         elif query.group is not None:
             groups = groups if groups is not None else collection.groups()
             if query.group not in groups:
-                _reject(f"queries[{i}].group: no documents in group {query.group!r}")
+                raise NotFound(f"queries[{i}].group: no documents in group {excerpt(query.group)}",
+                               param=f"queries[{i}].group")
             relevant = list(groups[query.group])
         else:
-            _reject(f"queries[{i}]: give relevant_ids or a group, so the audit knows which documents are relevant")
+            _reject(f"queries[{i}]: give relevant_ids or a group, so the audit knows which documents are relevant",
+                    f"queries[{i}]")
         language = query.language or detect_language(query.text) or UNDETERMINED
         cases.append(AuditCase(query.text, language, relevant))
     return cases
@@ -70,16 +77,54 @@ def self_cases(candidates) -> list[AuditCase]:
     ]
 
 
-def run_audit(request, collection, encoder, max_queries_limit: int) -> dict:
-    """Build the cases, rank the collection for each, and summarise with ``evaluation.metrics``."""
+def query_cap(size: int, limits) -> dict:
+    """How many queries one audit may rank against a collection of ``size`` documents, and why."""
+    by_work = max(1, limits.audit_max_ranked // max(size, 1))
+    return {"max_queries": min(limits.audit_max_queries, by_work), "audit_max_queries": limits.audit_max_queries,
+            "audit_max_ranked": limits.audit_max_ranked, "collection_size": size,
+            "audit_max_tokens": limits.audit_max_tokens}
+
+
+def within_tokens(cases: list[AuditCase], encoder, limits, explicit: bool) -> tuple[list[AuditCase], int]:
+    """The cases whose query texts fit ``limits.audit_max_tokens`` (encoding is the other cost of an audit):
+    explicit queries over it are refused, a self-audit keeps the first of its sample that fit."""
+    counts = encoder.count_tokens([case.text for case in cases], "query")
+    if sum(counts) <= limits.audit_max_tokens:
+        return cases, int(sum(counts))
+    if explicit:
+        raise LimitExceeded(f"queries: {sum(counts)} tokens to encode, at most {limits.audit_max_tokens} per audit "
+                            f"({env_name('audit_max_tokens')}); send fewer or shorter queries", param="queries")
+    kept, used = [], 0
+    for case, count in zip(cases, counts):
+        if used + count > limits.audit_max_tokens:
+            break
+        kept.append(case)
+        used += count
+    return kept, used
+
+
+def run_audit(request, collection, encoder, limits) -> dict:
+    """Build the cases, rank the collection for each, and summarise with ``evaluation.metrics``.
+
+    The work is queries × collection size (every query ranks the whole collection), at most
+    ``limits.audit_max_ranked``, and the tokens of the query texts, at most ``limits.audit_max_tokens``. A
+    self-audit samples down to both (``cap`` in the report says so); explicit queries over either are refused."""
     start = time.perf_counter()
-    limit = min(request.max_queries or max_queries_limit, max_queries_limit)
+    size = len(collection)
+    cap = query_cap(size, limits)
+    limit = min(request.max_queries or cap["max_queries"], cap["max_queries"])
     if request.queries is not None:
         if not request.queries:
-            _reject("queries: give at least one query, or omit `queries` for a self-audit")
-        if len(request.queries) > max_queries_limit:
-            _reject(f"queries: at most {max_queries_limit} audit queries per request (BABELSEARCH_AUDIT_MAX_QUERIES),"
-                    f" got {len(request.queries)}")
+            _reject("queries: give at least one query, or omit `queries` for a self-audit", "queries")
+        if len(request.queries) > limits.audit_max_queries:
+            raise LimitExceeded(f"queries: at most {limits.audit_max_queries} audit queries per request "
+                                f"({env_name('audit_max_queries')}), got {len(request.queries)}", param="queries")
+        wanted = min(len(request.queries), request.max_queries or len(request.queries))
+        if wanted > cap["max_queries"]:
+            raise LimitExceeded(
+                f"queries: {wanted} queries × {size} documents is more ranking than one audit may do "
+                f"({env_name('audit_max_ranked')} = {limits.audit_max_ranked}): send at most "
+                f"{cap['max_queries']} queries, or set max_queries", param="queries")
         cases, mode, available = explicit_cases(request.queries[:limit], collection), "queries", len(request.queries)
     else:
         candidates = self_audit_candidates(collection)
@@ -91,18 +136,18 @@ def run_audit(request, collection, encoder, max_queries_limit: int) -> dict:
             keep = sorted(random.Random(0).sample(range(len(candidates)), limit))
             candidates = [candidates[i] for i in keep]
         cases, mode = self_cases(candidates), "self"
+    cases, cap["tokens"] = within_tokens(cases, encoder, limits, explicit=mode == "queries")
 
     t_encode = time.perf_counter()
     # The encoder's vectors do not depend on batching (see encoder.runtime), so these equal /search's.
     vectors = encoder.encode([case.text for case in cases], "query")
     t_rank = time.perf_counter()
-    size = len(collection)
     k = request.k
     per_query = [_score_case(case, collection.search(vector, k=size), k) for case, vector in zip(cases, vectors)]
     t_done = time.perf_counter()
 
     report = summarise(cases, per_query, collection.languages(), k)
-    report.update(mode=mode, n_available_queries=available, timing_ms={
+    report.update(mode=mode, n_available_queries=available, cap=cap, timing_ms={
         "encode": round((t_rank - t_encode) * 1000, 2),
         "rank": round((t_done - t_rank) * 1000, 2),
         "total": round((t_done - start) * 1000, 2),

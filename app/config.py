@@ -5,10 +5,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from app.limits import Limits
 
 
-class Settings(BaseSettings):
+class Settings(Limits):
+    """Everything but the limits, which ``app.limits.Limits`` declares (same variables, inherited here)."""
+
     model_config = SettingsConfigDict(env_prefix="BABELSEARCH_", extra="ignore")
 
     model_dir: Path = Field(Path("artifacts/models/e5-small-base"), description="model artifact directory")
@@ -19,13 +23,6 @@ class Settings(BaseSettings):
     seed_collection: Path | None = Field(None, description="JSONL ingested at startup when the index is empty")
     api_key: SecretStr | None = Field(None, description="required for document writes; unset = writes disabled")
 
-    max_query_chars: int = Field(2000, ge=1)
-    max_k: int = Field(100, ge=1)
-    max_embedding_inputs: int = Field(256, ge=1)
-    max_input_chars: int = Field(20000, ge=1, description="per embedding input and per document text")
-    max_documents_per_request: int = Field(1000, ge=1)
-    max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    audit_max_queries: int = Field(500, ge=1)
     warm_up: bool = Field(True, description="load the language detector and run the encoder once before ready")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
 

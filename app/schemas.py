@@ -1,59 +1,100 @@
-"""Request and response bodies. Static checks live here; limits that come from settings are checked in
-the routes (they depend on the running configuration)."""
+"""Request and response bodies. Text and language codes are checked here, by the shared rules of
+``indexes.text`` (the same ones the collection applies); numbers and strings are strict (``"5"`` is not a
+number). Limits that depend on the configuration live in ``app.limits`` and are checked before these models
+see a body."""
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from indexes import normalize_language
+from indexes import KNOWN_LANGUAGES, Document, normalize_language, validate_document
+from indexes.documents import check_metadata, excerpt
+from indexes.text import SCHEMA_PATTERNS, check_passage, check_text, text_problem
+
+# A language code: ISO 639-1 (any case), optionally a region or script ('pt-BR', 'zh_Hans').
+LANGUAGE_PATTERN = ("^(?:" + "|".join(f"[{a}{a.upper()}][{b}{b.upper()}]" for a, b in sorted(KNOWN_LANGUAGES))
+                    + ")(?:[-_][A-Za-z0-9]{1,8})*$")
+_LANGUAGE_RE = re.compile(LANGUAGE_PATTERN)
+ID_MAX_CHARS = 512
 
 
 def check_language(code: str) -> str:
     """The index's normalisation ('pt-BR' -> 'pt'), with a shorter message than its list of every code."""
-    try:
-        return normalize_language(code)
-    except ValueError:
-        raise ValueError(f"unknown language code {code!r}: use an ISO 639-1 code such as 'en', 'de' or 'ja'") from None
+    if not _LANGUAGE_RE.fullmatch(code):
+        raise ValueError(f"unknown language code {excerpt(code)}: use an ISO 639-1 code such as 'en', 'de' or 'ja'")
+    return normalize_language(code)
 
 
-def check_text(text: str, what: str = "") -> str:
-    if not text.strip():
-        raise ValueError(f"{what + ' ' if what else ''}must not be empty or whitespace")
-    return text
+class _Pattern:
+    """Adds a JSON Schema ``pattern`` (what the validator checks, said so that clients and fuzzers know)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(self, core_schema, handler):
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+def _clean(value: Any) -> Any:
+    """Before pydantic's own string checks (which cannot say where a lone surrogate is)."""
+    problem = text_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _metadata(value: Any) -> Any:
+    if isinstance(value, dict):
+        check_metadata(value)
+    return value
+
+
+# Non-blank text with no lone surrogate and no control character but tab, newline, carriage return.
+Text = Annotated[str, BeforeValidator(_clean), AfterValidator(check_text), _Pattern(SCHEMA_PATTERNS["text"])]
+Identifier = Annotated[str, Field(max_length=ID_MAX_CHARS), BeforeValidator(_clean), AfterValidator(check_text),
+                       _Pattern(SCHEMA_PATTERNS["text"])]
+Passage = Annotated[str, BeforeValidator(_clean), AfterValidator(check_passage), _Pattern(SCHEMA_PATTERNS["passage"])]
+LanguageCode = Annotated[str, BeforeValidator(_clean), AfterValidator(check_language), _Pattern(LANGUAGE_PATTERN)]
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema counts 5.0 as an integer; a string "5" stays refused (strict models).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
+Positive = Annotated[int, Field(ge=1), BeforeValidator(_integral)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- search -------------------------------------------------------------------------------------------
 
 class SearchRequest(Strict):
-    query: str = Field(description="the question or text to search for, in any language")
-    query_language: str | None = Field(None, description="ISO 639-1 code; detected when omitted")
-    languages: list[str] | None = Field(None, description="only return passages in these languages (default: all)")
-    k: int = Field(10, ge=1, description="number of results (at most BABELSEARCH_MAX_K)")
-    per_language: int | None = Field(None, ge=1, description="at most this many results from each language")
+    query: Text = Field(description="the question or text to search for, in any language")
+    query_language: LanguageCode | None = Field(None, description="ISO 639-1 code; detected when omitted")
+    languages: list[LanguageCode] | None = Field(
+        None, min_length=1, description="only return passages in these languages (default: all)")
+    k: Positive = Field(10, description="number of results (at most BABELSEARCH_MAX_K)")
+    per_language: Positive | None = Field(None, description="at most this many results from each language")
 
-    @field_validator("query")
+    @field_validator("languages", mode="before")
     @classmethod
-    def _query(cls, value: str) -> str:
-        return check_text(value)
-
-    @field_validator("query_language")
-    @classmethod
-    def _query_language(cls, value: str | None) -> str | None:
-        return None if value is None else check_language(value)
+    def _languages_given(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("must list at least one language code, or be omitted to search all languages")
+        return value
 
     @field_validator("languages")
     @classmethod
     def _languages(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if not value:
-            raise ValueError("must list at least one language code, or be omitted to search all languages")
-        return sorted({check_language(code) for code in value})
+        return None if value is None else sorted(set(value))
 
 
 class SearchHit(BaseModel):
@@ -80,14 +121,18 @@ class SearchResponse(BaseModel):
 
 # --- embeddings (OpenAI-compatible) ---------------------------------------------------------------------
 
-class EmbeddingsRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields such as `user`
+_TEXT_SCHEMA = {"type": "string", "pattern": SCHEMA_PATTERNS["text"]}
 
-    input: Any = Field(description="a string or a list of strings")
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)  # OpenAI clients send fields such as `user`
+
+    input: Any = Field(description="a string or a list of strings", json_schema_extra={"anyOf": [
+        _TEXT_SCHEMA, {"type": "array", "items": _TEXT_SCHEMA, "minItems": 1}]})
     model: str | None = Field(None, description="accepted for compatibility; the served model answers")
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "passage"] = Field("query", description="extension: which prefix to apply")
-    dimensions: int | None = Field(None, description="must equal the model's dimension when given")
+    dimensions: Integer | None = Field(None, description="must equal the model's dimension when given")
 
     @field_validator("input")
     @classmethod
@@ -98,7 +143,10 @@ class EmbeddingsRequest(BaseModel):
         if not texts:
             raise ValueError("must not be an empty list")
         for i, text in enumerate(texts):
-            check_text(text, f"item {i}")
+            try:
+                check_text(text)
+            except ValueError as exc:
+                raise ValueError(f"item {i} {exc}") from None
         return texts
 
 
@@ -123,21 +171,21 @@ class EmbeddingsResponse(BaseModel):
 # --- documents ------------------------------------------------------------------------------------------
 
 class DocumentIn(Strict):
-    id: str = Field(min_length=1, max_length=512)
-    text: str
-    language: str | None = Field(None, description="ISO 639-1; detected when omitted")
-    group: str | None = Field(None, description="documents that are translations of one another share a group")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    id: Identifier
+    text: Passage = Field(
+        description="the passage: at least two characters that are not whitespace, punctuation or symbols")
+    language: LanguageCode | None = Field(None, description="ISO 639-1; detected when omitted")
+    group: Text | None = Field(None, description="documents that are translations of one another share a group")
+    metadata: Annotated[dict[str, Any], BeforeValidator(_metadata)] = Field(
+        default_factory=dict, description="any JSON object, returned with the hits")
 
-    @field_validator("id", "text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        return check_text(value)
+    @model_validator(mode="after")
+    def _as_the_collection_checks_it(self) -> "DocumentIn":
+        validate_document(self.to_document())  # the collection's own rules (metadata strings and depth)
+        return self
 
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        return None if value is None else check_language(value)
+    def to_document(self) -> Document:
+        return Document(self.id, self.text, self.language, self.group, self.metadata)
 
 
 class DocumentOut(BaseModel):
@@ -163,24 +211,27 @@ class DeleteResponse(BaseModel):
 # --- audit ----------------------------------------------------------------------------------------------
 
 class AuditQuery(Strict):
-    text: str
-    language: str | None = Field(None, description="ISO 639-1; detected when omitted")
-    group: str | None = Field(None, description="relevant = every document of this group")
-    relevant_ids: list[str] | None = Field(None, description="relevant = these documents (wins over group)")
+    # Relevant documents must be named, by `group` or by `relevant_ids` (said in the schema too).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [
+        {"required": ["group"], "properties": {"group": {"type": "string"}}},
+        {"required": ["relevant_ids"], "properties": {"relevant_ids": {"type": "array", "minItems": 1}}}]})
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        return check_text(value)
-
-    @field_validator("language")
-    @classmethod
-    def _language(cls, value: str | None) -> str | None:
-        return None if value is None else check_language(value)
+    text: Text
+    language: LanguageCode | None = Field(None, description="ISO 639-1; detected when omitted")
+    group: Text | None = Field(None, description="relevant = every document of this group")
+    relevant_ids: list[Identifier] | None = Field(None, description="relevant = these documents (wins over group)")
 
 
 class AuditRequest(Strict):
     queries: list[AuditQuery] | None = Field(
-        None, description="omit for a self-audit: each document of a multi-language group queries for its translations")
-    k: int = Field(10, ge=1, description="top-k for recall and the language-share figures")
-    max_queries: int | None = Field(None, ge=1, description="use at most this many queries (self-audit: a fixed sample)")
+        None, min_length=1,
+        description="omit for a self-audit: each document of a multi-language group queries for its translations")
+    k: Positive = Field(10, description="top-k for recall and the language-share figures")
+    max_queries: Positive | None = Field(None, description="use at most this many queries (self-audit: a fixed sample)")
+
+    @field_validator("queries", mode="before")
+    @classmethod
+    def _queries_given(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one query, or omit `queries` for a self-audit")
+        return value

@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 
 from app.config import Settings
+from app.overload import Gate
 from app.telemetry import Telemetry, TimedEncoder
 from indexes import Collection, Document, read_jsonl, warm_up_language_detector
-from indexes.collection import write_json_atomic
+from encoder.files import write_json_atomic
 
 logger = logging.getLogger("babelsearch")
 
@@ -41,6 +42,13 @@ class ServiceState:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._seed_marker: dict | None = None  # what to write to SEED_MARKER once the seed is complete
+        self.url: str | None = None  # where the server listens (set by `python -m app`), for the ready line
+        # Counts cached after every write: /readyz and /metrics answer from them, never waiting on the index.
+        self.documents = 0
+        self.language_counts: dict[str, int] = {}
+        self.encoder_gate = Gate("requests doing encoder work", settings.max_encoder_requests,
+                                 "max_encoder_requests")
+        self.audit_gate = Gate("audits", settings.max_concurrent_audits, "max_concurrent_audits")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
@@ -54,6 +62,7 @@ class ServiceState:
             self.collection = Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type)
         except Exception as exc:  # IndexMismatchError among others: the message says which model built it
             raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
+        self.refresh_counts()
         try:
             seed = self._read_seed() if settings.seed_collection else None
         except StartupError:
@@ -125,7 +134,10 @@ class ServiceState:
             if self._stop.is_set():
                 return  # no marker: the next start completes the seed
             # skip_unchanged: after an interrupted seed, documents already stored are not encoded again
-            self.collection.add(documents[start : start + SEED_CHUNK], skip_unchanged=True)
+            try:
+                self.collection.add(documents[start : start + SEED_CHUNK], skip_unchanged=True)
+            finally:
+                self.refresh_counts()
             self.reason = f"{label} ({min(start + SEED_CHUNK, len(documents))}/{len(documents)} documents)"
         write_json_atomic(self.collection.directory / SEED_MARKER, self._seed_marker)
         logger.info("seeded %d documents from %s", len(documents), self.settings.seed_collection)
@@ -139,9 +151,19 @@ class ServiceState:
         logger.info("warm-up done")
 
     def _mark_ready(self) -> None:
+        self.refresh_counts()
+        # The line a newcomer waits for (README, "Using the service"); logged before /readyz turns 200.
+        logger.info("ready on %s: %d documents, model %s", self.url or "this process", self.documents,
+                    self.model_name)
         self.ready = True
         self.reason = "ready"
         self.telemetry.ready.set(1)
+
+    def refresh_counts(self) -> None:
+        """Re-read the document counts that /readyz, /metrics and / report (call after every write)."""
+        languages = self.collection.languages()
+        self.documents, self.language_counts = sum(languages.values()), languages
+        self.telemetry.set_documents(languages)
 
     # --- helpers for the routes --------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Label values stay a bounded set: any other method is "other", a path no route matches is "unmatched".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Telemetry:
@@ -37,7 +39,8 @@ class Telemetry:
 
 
 class TelemetryMiddleware:
-    """Counts every request under its route template (``/documents/{doc_id}``, not the raw path)."""
+    """Counts every request under its route template (``/documents/{doc_id}``, not the raw path) and a
+    known method (else "other")."""
 
     def __init__(self, app, telemetry: Telemetry) -> None:
         self.app, self.telemetry = app, telemetry
@@ -58,7 +61,8 @@ class TelemetryMiddleware:
             route = scope.get("route")
             # "/documents/{doc_id:path}" -> "/documents/{doc_id}": the template, never the raw id
             endpoint = re.sub(r":\w+}", "}", getattr(route, "path", None) or "unmatched")
-            labels = dict(endpoint=endpoint, method=scope["method"], status=str(status[0]))
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            labels = dict(endpoint=endpoint, method=method, status=str(status[0]))
             self.telemetry.requests.labels(**labels).inc()
             self.telemetry.latency.labels(**labels).observe(time.perf_counter() - start)
 

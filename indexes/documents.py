@@ -8,8 +8,10 @@ from typing import Iterator
 
 from evaluation.jsonl import read_jsonl_rows
 from indexes.languages import normalize_language
+from indexes.text import check_passage, text_problem
 
 JSONL_FIELDS = ("id", "text", "language", "group", "metadata", "title")
+MAX_METADATA_DEPTH = 32  # nesting of a document's metadata (responses serialise it; far deeper cannot be)
 
 
 @dataclass
@@ -38,10 +40,16 @@ def validate_document(document: Document) -> Document:
     if not isinstance(document, Document):
         raise ValueError(f"expected a Document, got {type(document).__name__}")
     if not isinstance(document.id, str) or not document.id.strip():
-        raise ValueError(f"document id must be a non-empty string, got {document.id!r}")
-    where = f"document {document.id!r}"
+        raise ValueError(f"document id must be a non-empty string, got {excerpt(document.id)}")
+    where = f"document {excerpt(document.id)}"
+    if text_problem(document.id):
+        raise ValueError(f"{where}: id {text_problem(document.id)}")
     if not isinstance(document.text, str) or not document.text.strip():
         raise ValueError(f"{where}: text must be a non-empty string")
+    try:
+        check_passage(document.text)
+    except ValueError as exc:
+        raise ValueError(f"{where}: text {exc}") from None
     language = document.language
     if language is not None:
         try:
@@ -49,14 +57,55 @@ def validate_document(document: Document) -> Document:
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
     if document.group is not None and (not isinstance(document.group, str) or not document.group.strip()):
-        raise ValueError(f"{where}: group must be a non-empty string or None, got {document.group!r}")
+        raise ValueError(f"{where}: group must be a non-empty string or None, got {excerpt(document.group)}")
+    if document.group is not None and text_problem(document.group):
+        raise ValueError(f"{where}: group {text_problem(document.group)}")
     if not isinstance(document.metadata, dict):
         raise ValueError(f"{where}: metadata must be an object (dict), got {type(document.metadata).__name__}")
     try:
+        check_metadata(document.metadata)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    try:
         json.dumps(document.metadata, ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{where}: metadata is not JSON-serialisable ({exc})") from None
     return replace(document, language=language)
+
+
+def check_metadata(metadata: object) -> None:
+    """ValueError naming the place of the first key or string with a lone surrogate or a control character, or
+    of nesting deeper than MAX_METADATA_DEPTH (responses could not serialise it)."""
+    for path, value in _strings(metadata, "metadata"):
+        if text_problem(value):
+            raise ValueError(f"{path} {text_problem(value)}")
+
+
+def excerpt(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: error messages never echo a whole input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
+def _strings(value: object, path: str):
+    """(path, string) for every key and string value inside a JSON-like value, depth-first, no recursion;
+    ValueError past MAX_METADATA_DEPTH levels."""
+    stack = [(path, value, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, str):
+            yield path, value
+        elif isinstance(value, (dict, list, tuple)):
+            if depth >= MAX_METADATA_DEPTH:
+                raise ValueError(f"{path}: nested deeper than {MAX_METADATA_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if isinstance(key, str):
+                        yield f"{path} key {excerpt(key)}", key
+                    name = f"{path}.{key}" if isinstance(key, str) and len(key) <= 60 else f"{path}[...]"
+                    stack.append((name, item, depth + 1))
+            else:
+                stack.extend((f"{path}[{i}]", item, depth + 1) for i, item in enumerate(value))
 
 
 def document_from_row(row: object) -> Document:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +113,56 @@ def wait_until(predicate, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.02)
+
+
+GRID_TOPICS, GRID_LANGUAGES = ["A", "B"], ["de", "en", "ja"]
+
+
+def grid_app(tmp_path: Path, **overrides):
+    """The service over six hand-made passages ("A de" ... "B ja", grouped by topic) with GridEncoder:
+    no model to load. Texts sent to the encoder must be "<topic> <lang>"."""
+    from app.main import create_app
+
+    rows = [{"id": f"{t}-{lang}", "text": f"{t} {lang}", "language": lang, "group": t}
+            for t in GRID_TOPICS for lang in GRID_LANGUAGES]
+    seed = write_jsonl(tmp_path / "grid.jsonl", rows)
+    encoder = GridEncoder(GRID_TOPICS, GRID_LANGUAGES)
+    return create_app(make_settings(tmp_path, tmp_path / "unused-model", seed, **overrides), encoder=encoder)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(app, limit_s: float = 120.0):
+    """``app`` served by uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL once it answers.
+    The server stops when the block ends, or by itself after ``limit_s`` seconds."""
+    import httpx
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    stopper = threading.Timer(limit_s, lambda: setattr(server, "should_exit", True))
+    stopper.daemon = True
+    thread.start()
+    stopper.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise AssertionError("the test server did not start")
+            time.sleep(0.02)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            wait_ready(client)
+        yield base
+    finally:
+        server.should_exit = True
+        stopper.cancel()
+        thread.join(30)
+        sock.close()

@@ -144,8 +144,6 @@ def test_audit_png_and_html(tiny_client):
 
 @pytest.mark.parametrize("params, body, fragment", [
     ({}, {"queries": [{"text": "Berlin"}]}, "queries[0]: give relevant_ids or a group"),
-    ({}, {"queries": [{"text": "Berlin", "relevant_ids": ["berlin-en", "nope"]}]}, "unknown document ids ['nope']"),
-    ({}, {"queries": [{"text": "Berlin", "group": "atlantis"}]}, "no documents in group 'atlantis'"),
     ({}, {"queries": []}, "at least one query"),
     ({}, {"queries": [{"text": "Berlin", "group": "berlin"}] * 21}, "at most 20 audit queries"),
     ({}, {"queries": [{"text": " ", "group": "berlin"}]}, "queries[0].text: must not be empty"),
@@ -157,6 +155,15 @@ def test_audit_png_and_html(tiny_client):
 def test_audit_rejects_bad_input(tiny_client, params, body, fragment):
     response = tiny_client.post("/audit", params=params, json=body)
     assert response.status_code == 422 and fragment in response.json()["detail"], response.json()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"queries": [{"text": "Berlin", "relevant_ids": ["berlin-en", "nope"]}]}, "unknown document ids ['nope']"),
+    ({"queries": [{"text": "Berlin", "group": "atlantis"}]}, "no documents in group 'atlantis'"),
+])
+def test_audit_answers_404_for_documents_or_groups_that_do_not_exist(tiny_client, body, fragment):
+    response = tiny_client.post("/audit", json=body)
+    assert response.status_code == 404 and fragment in response.json()["detail"], response.json()
 
 
 def test_self_audit_needs_groups(tmp_path, tiny_artifact):

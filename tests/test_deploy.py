@@ -70,6 +70,9 @@ def test_python_m_app_serves_over_http(tmp_path, tiny_artifact):
             assert time.monotonic() < deadline, "server never became ready"
             time.sleep(0.1)
         assert body["documents"] == len(sample_rows())
+        # the line the README tells a newcomer to wait for
+        ready_line = f"INFO:     babelsearch: ready on {base}: {len(sample_rows())} documents, model {tiny_artifact.name}"
+        assert ready_line in (tmp_path / "server.log").read_text()
         status, body = http("POST", f"{base}/search", {"query": "Berlin", "languages": ["ja"], "k": 2})
         assert status == 200 and [r["language"] for r in body["results"]] == ["ja", "ja"]
         status, body = http("POST", f"{base}/search", {"query": "Berlin", "k": 10_000})

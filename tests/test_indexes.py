@@ -419,12 +419,12 @@ def test_read_jsonl_accepts_good_rows_and_names_bad_ones(tmp_path):
         Document("7", "Eine Stadt", "de", None, {"title": "Tokio"}),
     ]
     cases = {
-        '{"id": "a", "text": "x"}\n{"id": "b", "text": ""}\n': ":2: field 'text' is missing or empty",
-        '{"id": "a", "text": "x"}\n{"id": "b", "text": "y"\n': ":2: not valid JSON",
-        '{"text": "x"}\n': ":1: field 'id' is missing",
-        '{"id": "a", "text": "x", "lang": "en"}\n': ":1: unknown field 'lang'",
-        '{"id": "a", "text": "x", "language": "xx"}\n': ":1: field 'language': unknown language code 'xx'",
-        '{"id": "a", "text": "x", "metadata": [1]}\n': ":1: field 'metadata' must be an object",
+        '{"id": "a", "text": "ok"}\n{"id": "b", "text": ""}\n': ":2: field 'text' is missing or empty",
+        '{"id": "a", "text": "ok"}\n{"id": "b", "text": "y"\n': ":2: not valid JSON",
+        '{"text": "ok"}\n': ":1: field 'id' is missing",
+        '{"id": "a", "text": "ok", "lang": "en"}\n': ":1: unknown field 'lang'",
+        '{"id": "a", "text": "ok", "language": "xx"}\n': ":1: field 'language': unknown language code 'xx'",
+        '{"id": "a", "text": "ok", "metadata": [1]}\n': ":1: field 'metadata' must be an object",
         '[1, 2]\n': ":1: expected a JSON object",
     }
     for content, message in cases.items():
@@ -467,7 +467,7 @@ def test_add_detects_missing_languages(collection):
     result = collection.add([Document("q1", "Wie viele Menschen leben in Hamburg?"), Document("q2", "東京には何人住んでいますか？")])
     assert result["languages"] == {"de": 1, "ja": 1}
     assert collection.get("q2").language == "ja"
-    with pytest.raises(ValueError, match="cannot detect the language of 1 document.*'digits'"):
+    with pytest.raises(ValueError, match="cannot tell the language of 1 document.*'digits'"):
         collection.add([Document("digits", "12345")])
     assert collection.get("digits") is None
 

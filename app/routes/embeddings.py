@@ -3,31 +3,31 @@ from __future__ import annotations
 
 import base64
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
-from app.dependencies import ready_state
+from app.dependencies import encoder_slot
+from app.errors import InvalidInput, error_responses
+from app.http import CheckedRoute
+from app.limits import check_tokens
 from app.schemas import Embedding, EmbeddingsRequest, EmbeddingsResponse, Usage
 from app.state import ServiceState
 
-router = APIRouter(tags=["embeddings"])
+router = APIRouter(tags=["embeddings"], route_class=CheckedRoute)
 
 
-@router.post("/v1/embeddings", response_model=EmbeddingsResponse)
-def embeddings(body: EmbeddingsRequest, state: ServiceState = Depends(ready_state)) -> EmbeddingsResponse:
-    """Embed one or more texts. `input_type` (an extension) picks the query or passage prefix."""
-    settings, texts = state.settings, body.input
-    if len(texts) > settings.max_embedding_inputs:
-        raise HTTPException(422, f"input: at most {settings.max_embedding_inputs} texts per request "
-                                 f"(BABELSEARCH_MAX_EMBEDDING_INPUTS), got {len(texts)}")
-    too_long = [i for i, text in enumerate(texts) if len(text) > settings.max_input_chars]
-    if too_long:
-        raise HTTPException(422, f"input[{too_long[0]}]: at most {settings.max_input_chars} characters "
-                                 f"(BABELSEARCH_MAX_INPUT_CHARS), got {len(texts[too_long[0]])}")
+@router.post("/v1/embeddings", response_model=EmbeddingsResponse,
+             responses=error_responses(400, 413, 415, 422, 429, 503, openai=True))
+def embeddings(body: EmbeddingsRequest, state: ServiceState = Depends(encoder_slot)) -> EmbeddingsResponse:
+    """Embed one or more texts. `input_type` (an extension) picks the query or passage prefix. Errors come
+    in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`."""
+    texts = body.input
     if body.dimensions is not None and body.dimensions != state.encoder.dim:
-        raise HTTPException(422, f"dimensions: this model returns {state.encoder.dim}-dimensional vectors, "
-                                 f"got {body.dimensions}")
-    vectors = state.encoder.encode(texts, body.input_type)
+        raise InvalidInput(f"dimensions: this model returns {state.encoder.dim}-dimensional vectors, "
+                           f"got {body.dimensions}", param="dimensions")
+    # Counted once, before any encoding: the limit and `usage` both come from this count.
     tokens = int(sum(state.encoder.count_tokens(texts, body.input_type)))
+    check_tokens(tokens, state.settings, "input")
+    vectors = state.encoder.encode(texts, body.input_type)
     if body.encoding_format == "base64":  # OpenAI's format: float32 little-endian bytes, base64
         encoded = [base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") for v in vectors]
     else:

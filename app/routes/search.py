@@ -3,25 +3,21 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
-from app.dependencies import ready_state
+from app.dependencies import encoder_slot, ready_state
+from app.errors import error_responses
+from app.http import CheckedRoute
 from app.schemas import SearchHit, SearchRequest, SearchResponse, Timing
 from app.state import ServiceState
 from indexes import detect_language
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], route_class=CheckedRoute)
 
 
-@router.post("/search", response_model=SearchResponse)
-def search(body: SearchRequest, state: ServiceState = Depends(ready_state)) -> SearchResponse:
+@router.post("/search", response_model=SearchResponse, responses=error_responses(400, 413, 415, 422, 429, 503))
+def search(body: SearchRequest, state: ServiceState = Depends(encoder_slot)) -> SearchResponse:
     """Rank the collection's passages against a query in any language."""
-    settings = state.settings
-    if len(body.query) > settings.max_query_chars:
-        raise HTTPException(422, f"query: at most {settings.max_query_chars} characters "
-                                 f"(BABELSEARCH_MAX_QUERY_CHARS), got {len(body.query)}")
-    if body.k > settings.max_k:
-        raise HTTPException(422, f"k: must be between 1 and {settings.max_k} (BABELSEARCH_MAX_K), got {body.k}")
     start = time.perf_counter()
     query_language = body.query_language or detect_language(body.query)
     encoding = time.perf_counter()
@@ -41,7 +37,7 @@ def search(body: SearchRequest, state: ServiceState = Depends(ready_state)) -> S
     )
 
 
-@router.get("/languages")
+@router.get("/languages", responses=error_responses(503))
 def languages(state: ServiceState = Depends(ready_state)) -> dict:
     """Languages in the collection with their document counts."""
     counts = state.collection.languages()
