@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from app.errors import InvalidInput, LimitExceeded, NotFound
 from app.limits import env_name
 from evaluation.metrics import average_precision, language_share, macro_by_language, mean, rank_distance, recall_at_k
-from indexes import detect_language
 from indexes.documents import excerpt
 
 UNDETERMINED = "und"  # the ISO 639 code for "language not determined"
@@ -32,7 +31,7 @@ def _reject(message: str, param: str | None = None):
     raise InvalidInput(message, param=param)
 
 
-def explicit_cases(queries, collection) -> list[AuditCase]:
+def explicit_cases(queries, collection, detector) -> list[AuditCase]:
     groups = None
     cases = []
     known: set[str] = set()  # ids already looked up
@@ -54,7 +53,7 @@ def explicit_cases(queries, collection) -> list[AuditCase]:
         else:
             _reject(f"queries[{i}]: give relevant_ids or a group, so the audit knows which documents are relevant",
                     f"queries[{i}]")
-        language = query.language or detect_language(query.text) or UNDETERMINED
+        language = query.language or detector.detect(query.text).language or UNDETERMINED
         cases.append(AuditCase(query.text, language, relevant))
     return cases
 
@@ -103,7 +102,7 @@ def within_tokens(cases: list[AuditCase], encoder, limits, explicit: bool) -> tu
     return kept, used
 
 
-def run_audit(request, collection, encoder, limits) -> dict:
+def run_audit(request, collection, encoder, limits, calibration, detector, default_method: str = "none") -> dict:
     """Build the cases, rank the collection for each, and summarise with ``evaluation.metrics``.
 
     The work is queries × collection size (every query ranks the whole collection), at most
@@ -125,7 +124,8 @@ def run_audit(request, collection, encoder, limits) -> dict:
                 f"queries: {wanted} queries × {size} documents is more ranking than one audit may do "
                 f"({env_name('audit_max_ranked')} = {limits.audit_max_ranked}): send at most "
                 f"{cap['max_queries']} queries, or set max_queries", param="queries")
-        cases, mode, available = explicit_cases(request.queries[:limit], collection), "queries", len(request.queries)
+        cases, mode, available = (explicit_cases(request.queries[:limit], collection, detector), "queries",
+                                  len(request.queries))
     else:
         candidates = self_audit_candidates(collection)
         if not candidates:
@@ -142,17 +142,42 @@ def run_audit(request, collection, encoder, limits) -> dict:
     # The encoder's vectors do not depend on batching (see encoder.runtime), so these equal /search's.
     vectors = encoder.encode([case.text for case in cases], "query")
     t_rank = time.perf_counter()
-    k = request.k
-    per_query = [_score_case(case, collection.search(vector, k=size), k) for case, vector in zip(cases, vectors)]
+    k, method = request.k, request.calibration or default_method
+    # The served ranking, and the raw one beside it: both through Collection.search, as /search ranks.
+    _, statistics = collection.statistics()
+    compare, plans = {}, []
+    for name in dict.fromkeys(["none", method]):
+        per_query = []
+        for case, vector in zip(cases, vectors):
+            language = None if case.language == UNDETERMINED else case.language
+            calibrator, plan = calibration.resolve(name, statistics, language, reliable=language is not None)
+            if name == method:
+                plans.append((plan, calibrator))
+            hits = collection.search(vector, k=size, calibrator=calibrator, query_language=language)
+            per_query.append(_score_case(case, hits, k))
+        compare[name] = summarise(cases, per_query, collection.languages(), k)
     t_done = time.perf_counter()
 
-    report = summarise(cases, per_query, collection.languages(), k)
+    report = dict(compare[method])
+    report["calibration"] = _describe_calibration(method, plans)
+    report["compare"] = {name: {key: value for key, value in summary.items() if key != "collection"}
+                         for name, summary in compare.items()}
     report.update(mode=mode, n_available_queries=available, cap=cap, timing_ms={
         "encode": round((t_rank - t_encode) * 1000, 2),
         "rank": round((t_done - t_rank) * 1000, 2),
         "total": round((t_done - start) * 1000, 2),
     })
     return report
+
+
+def _describe_calibration(method: str, plans: list) -> dict:
+    """The audited method, its statistics' origin, and how many queries fell back (and why)."""
+    fallbacks = [plan for plan, _ in plans if plan.method != method]
+    served = next((calibrator for plan, calibrator in plans if plan.method == method), None)
+    info = served.describe() if served is not None else {}
+    return {"requested": method, "method": method if served is not None or not fallbacks else fallbacks[0].method,
+            "queries_fallback": len(fallbacks), "fallback_note": fallbacks[0].note if fallbacks else None,
+            **{key: value for key, value in info.items() if key != "method"}}
 
 
 def _score_case(case: AuditCase, hits, k: int) -> dict:

@@ -23,6 +23,15 @@ class Settings(Limits):
     seed_collection: Path | None = Field(None, description="JSONL ingested at startup when the index is empty")
     api_key: SecretStr | None = Field(None, description="required for document writes; unset = writes disabled")
 
+    calibration: Literal["none", "center", "subspace"] = Field(
+        "center", description="language-bias calibration /search and /audit use unless a request names one "
+                              "(docs/calibration.md); /v1/embeddings returns raw vectors unless asked")
+    calibration_min_count: int = Field(200, ge=1, description="passages of a language from which the "
+                                                             "collection's own mean replaces the artifact's")
+    calibration_subspace_rank: int | None = Field(None, ge=1, description="directions the subspace method "
+                                                                         "removes; unset = the artifact's")
+    languages: list[str] = Field(default_factory=list, description="extra ISO 639-1 codes the language "
+                                 "detector considers, besides the model's and the collection's (JSON list)")
     warm_up: bool = Field(True, description="load the language detector and run the encoder once before ready")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
 

@@ -74,6 +74,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+Method = Literal["none", "center", "subspace"]  # encoder.calibration.METHODS
+
+
+class StatisticsOrigin(BaseModel):
+    source: Literal["artifact", "collection"]
+    count: int = Field(description="passages the mean was estimated from")
+
+
+class CalibrationInfo(BaseModel):
+    requested: Method
+    method: Method = Field(description="what ranked (or embedded): the requested method, or its fallback")
+    note: str | None = Field(None, description="why the method fell back, when it did")
+    rank: int | None = Field(None, description="subspace: directions removed")
+    statistics: dict[str, StatisticsOrigin] = Field(
+        default_factory=dict, description="per language: where its mean comes from (the artifact's NTREX-128 "
+                                          "estimate or the collection's own) and from how many passages")
+
+
+class LanguageDetectionInfo(BaseModel):
+    language: str | None = Field(description="the detected language, null when unsure")
+    confidence: float
+    best_guess: str | None
+
+
 # --- search -------------------------------------------------------------------------------------------
 
 class SearchRequest(Strict):
@@ -83,6 +107,8 @@ class SearchRequest(Strict):
         None, min_length=1, description="only return passages in these languages (default: all)")
     k: Positive = Field(10, description="number of results (at most BABELSEARCH_MAX_K)")
     per_language: Positive | None = Field(None, description="at most this many results from each language")
+    calibration: Method | None = Field(None, description="language-bias calibration: none, center or subspace "
+                                                         "(default: the service's, BABELSEARCH_CALIBRATION)")
 
     @field_validator("languages", mode="before")
     @classmethod
@@ -114,7 +140,9 @@ class Timing(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    query_language: str | None = Field(description="as given, or detected (null if undetectable)")
+    query_language: str | None = Field(description="as given, or detected (null if undetectable or unsure)")
+    language_detection: LanguageDetectionInfo | None = Field(None, description="when the language was detected")
+    calibration: CalibrationInfo
     results: list[SearchHit]
     timing_ms: Timing
 
@@ -133,6 +161,10 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = "float"
     input_type: Literal["query", "passage"] = Field("query", description="extension: which prefix to apply")
     dimensions: Integer | None = Field(None, description="must equal the model's dimension when given")
+    calibration: Method = Field("none", description="extension: calibrated vectors (center, subspace); default "
+                                                    "none = the model's own vectors")
+    language: LanguageCode | None = Field(None, description="extension: the inputs' language for calibration "
+                                                            "(detected per input when omitted)")
 
     @field_validator("input")
     @classmethod
@@ -154,6 +186,7 @@ class Embedding(BaseModel):
     object: Literal["embedding"] = "embedding"
     index: int
     embedding: list[float] | str
+    language: str | None = Field(None, description="extension, with a calibration: the language it was calibrated as")
 
 
 class Usage(BaseModel):
@@ -166,6 +199,7 @@ class EmbeddingsResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+    calibration: CalibrationInfo
 
 
 # --- documents ------------------------------------------------------------------------------------------
@@ -228,6 +262,8 @@ class AuditRequest(Strict):
         description="omit for a self-audit: each document of a multi-language group queries for its translations")
     k: Positive = Field(10, description="top-k for recall and the language-share figures")
     max_queries: Positive | None = Field(None, description="use at most this many queries (self-audit: a fixed sample)")
+    calibration: Method | None = Field(None, description="the ranking to audit (default: the service's); raw "
+                                                         "figures are reported beside it under `compare`")
 
     @field_validator("queries", mode="before")
     @classmethod

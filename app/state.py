@@ -17,8 +17,10 @@ from pathlib import Path
 from app.config import Settings
 from app.overload import Gate
 from app.telemetry import Telemetry, TimedEncoder
-from indexes import Collection, Document, read_jsonl, warm_up_language_detector
+from app.calibration import detector_languages, load_source
 from encoder.files import write_json_atomic
+from indexes import Collection, Document, read_jsonl
+from indexes.languages import KNOWN_LANGUAGES, LanguageDetector, default_detector
 
 logger = logging.getLogger("babelsearch")
 
@@ -37,6 +39,8 @@ class ServiceState:
         self._injected_encoder = encoder  # tests pass a hand-made encoder; production loads the artifact
         self.encoder = None
         self.collection: Collection | None = None
+        self.calibration = None  # encoder.calibration.CalibrationSource, once the model is loaded
+        self.detector: LanguageDetector | None = None  # the languages of the model and the collection
         self.reason = "starting"
         self.ready = False
         self._stop = threading.Event()
@@ -62,6 +66,7 @@ class ServiceState:
             self.collection = Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type)
         except Exception as exc:  # IndexMismatchError among others: the message says which model built it
             raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
+        self.calibration = load_source(settings, self.encoder)
         self.refresh_counts()
         try:
             seed = self._read_seed() if settings.seed_collection else None
@@ -144,9 +149,9 @@ class ServiceState:
 
     def _warm_up(self) -> None:
         """Pay the one-off costs before the first user does: lingua loads its language models lazily
-        (~10 s and ~1 GB for all of them), ONNX Runtime allocates on its first run."""
+        (2–3 s and ~300 MB for the served languages), ONNX Runtime allocates on its first run."""
         self.reason = "warming up (language detector and encoder)"
-        warm_up_language_detector()
+        self.detector.warm_up()
         self.encoder.encode(["warm-up"], "query")
         logger.info("warm-up done")
 
@@ -160,10 +165,19 @@ class ServiceState:
         self.telemetry.ready.set(1)
 
     def refresh_counts(self) -> None:
-        """Re-read the document counts that /readyz, /metrics and / report (call after every write)."""
+        """Re-read the document counts that /readyz, /metrics and / report (call after every write), and
+        let the query language detector know a language the collection just gained. (Documents without a
+        language are labelled among all languages: indexes.languages.default_detector.)"""
         languages = self.collection.languages()
         self.documents, self.language_counts = sum(languages.values()), languages
         self.telemetry.set_documents(languages)
+        wanted = detector_languages(self.calibration, languages, self.settings.languages)
+        if self.detector is None or (wanted and self.detector.languages == KNOWN_LANGUAGES != wanted):
+            # Nothing known yet (a model without statistics, an empty collection): every language lingua
+            # has, with the lower threshold measured for that (documents label themselves the same way).
+            self.detector = LanguageDetector(wanted) if wanted else default_detector()
+        elif not wanted <= self.detector.languages:
+            self.detector = self.detector.with_languages(wanted)
 
     # --- helpers for the routes --------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from encoder.calibration import METHODS as CALIBRATION_METHODS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Label values stay a bounded set: any other method is "other", a path no route matches is "unmatched".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -28,6 +30,11 @@ class Telemetry:
         self.documents = Gauge(
             "babelsearch_documents", "documents in the collection per language", ["language"], registry=self.registry)
         self.ready = Gauge("babelsearch_ready", "1 when model and index are loaded", registry=self.registry)
+        # by the method that actually ranked (after any fallback): a bounded label set
+        self.searches = Counter("babelsearch_searches", "searches by the calibration method that ranked them",
+                                ["method"], registry=self.registry)
+        for method in CALIBRATION_METHODS:
+            self.searches.labels(method=method)
 
     def set_documents(self, languages: dict) -> None:
         self.documents.clear()

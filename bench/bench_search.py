@@ -79,6 +79,20 @@ def squad_fi_questions(data: Path, limit: int) -> list[tuple]:
     return out
 
 
+def indexable(rows: list[tuple]) -> list[tuple]:
+    """Rows the collection accepts (XQuAD-R has a few "sentences" that are a lone quotation mark)."""
+    from indexes.text import check_passage
+
+    def ok(text: str) -> bool:
+        try:
+            check_passage(text)
+            return True
+        except ValueError:
+            return False
+
+    return [row for row in rows if ok(row[1])]
+
+
 def passage_pool(data: Path, size: int) -> tuple[list[tuple], list[tuple], dict]:
     sentences, questions = xquad(data)
     pool = sentences + ntrex(data)
@@ -227,6 +241,7 @@ def main() -> None:
         print(f"{encoded} passages encoded, {len(pool) - encoded} were cached: {work / encoder.fingerprint}")
         return
     fast = CachedEncoder(encoder, [text for _, text, _ in pool], vectors)
+    pool = indexable(pool)  # after the embedding cache, whose chunks are keyed on the unfiltered texts
     from encoder.calibration import ArtifactCalibration, CalibrationSource
 
     artifact = ArtifactCalibration.load(args.model, encoder.dim)

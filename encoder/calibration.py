@@ -202,18 +202,27 @@ class Calibrator:
                         dim: int, subspace_rank: int = DEFAULT_SUBSPACE_RANK,
                         min_collection_count: int = MIN_COLLECTION_COUNT) -> "Calibrator":
         """Each language's mean: the collection's own once it holds ``min_collection_count`` passages of
-        it, the artifact's before that, and the collection's anyway for a language the artifact lacks."""
+        it (and, for a language the artifact lacks, from the first one); the artifact's before that,
+        moved by the *domain shift*: the collection's mean minus the artifact's, averaged over the
+        languages both know. NTREX news sentences and a collection's passages differ by more than
+        language, and a mean from one source beside a mean from the other would shift whole shards
+        against each other (docs/calibration.md measures it)."""
         check_method(method)
         if method == "none":
             return cls("none", dim)
+        known = set(artifact.languages) if artifact is not None else set()
+        own = {lang: count for lang, count in (collection.counts.items() if collection is not None else ()) if count > 0}
+        shared = sorted(known & set(own))
+        shift = (np.mean([collection.mean(lang) - artifact.mean(lang) for lang in shared], axis=0) if shared
+                 else np.zeros(dim))
         means, origins = {}, {}
-        for language in sorted(set(artifact.languages if artifact else []) | set(collection.languages if collection else [])):
-            own = collection.counts.get(language, 0) if collection else 0
-            known = artifact is not None and artifact.counts.get(language, 0) > 0
-            if own >= min_collection_count or (own > 0 and not known):
-                means[language], origins[language] = collection.mean(language), Origin("collection", own)
-            elif known:
-                means[language], origins[language] = artifact.mean(language), Origin("artifact", artifact.counts[language])
+        for language in sorted(known | set(own)):
+            count = own.get(language, 0)
+            if count >= min_collection_count or (count > 0 and language not in known):
+                means[language], origins[language] = collection.mean(language), Origin("collection", count)
+            else:
+                means[language] = artifact.mean(language) + shift
+                origins[language] = Origin("artifact", artifact.counts[language])
         if method == "center":
             return cls("center", dim, means, origins=origins)
         if len(means) < 2:

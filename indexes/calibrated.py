@@ -4,50 +4,29 @@ For a shard of language L, the calibrated score of passage d for a query is::
 
     s(d) = (q' . d - q' . m_L) / |P (d - m_L)|         (divided by |q'| to report a cosine)
 
-The numerator is the shard's own inner product with the shifted query ``q'`` minus one offset per shard,
-so FAISS ranks by it; the denominator, one norm per passage, is what reorders. Exact top-k:
+The numerator is the shard's own inner product with the shifted query ``q'`` minus one offset per shard;
+the denominator, one number per passage, is what reorders. It depends on the calibrator, not on the query,
+so each shard keeps ``1 / |P (d - m_L)|`` for all its passages, computed in one pass per (shard version,
+calibrator) and cached:
 
-1. fetch the top ``n`` passages by ``q' . d`` (``n`` a few times k), reconstruct their stored vectors and
-   rescore them exactly;
-2. every passage not fetched has ``q' . d <= r*`` (the n-th raw score), so its calibrated score is at most
-   ``(r* - c) / lo`` (or ``/ hi`` when negative), ``lo``/``hi`` the extreme norms over the shard;
-3. if the k-th rescored score beats that bound the answer is exact; otherwise fetch 4n and repeat (at
-   worst the whole shard).
-
-The norm range of a shard is computed once per (shard version, calibrator) in one pass over its vectors
-and cached; for flat shards this is exact retrieval, for hnsw / ivf exact rescoring of what they return.
+- ``flat`` shards are scored exactly: one matrix-vector product over FAISS's own storage (no copy), the
+  offset, the cached norms, a partial sort. The same work as FAISS's exhaustive search, plus O(n).
+- ``hnsw`` / ``ivf`` shards return their top ``n = max(4k, k + 16)`` by ``q' . d``, which are rescored
+  exactly (their stored vectors reconstructed from the index): an exact rescoring of what the approximate
+  index finds, as approximate as the raw search.
 """
 from __future__ import annotations
 
 import threading
 
+import faiss
 import numpy as np
 
 from encoder.calibration import Calibrator
 from indexes.shards import Shard
 
-WIDEN_MIN = 16  # fetch at least k + this many candidates per shard before checking the bound
-WIDEN_FACTOR = 4
-NORM_SLACK = 1e-6  # float32 rounding in the bound: never claim exactness on a margin this thin
-
-
-class NormRanges:
-    """(lowest, highest) ``|P (d - m_L)|`` per shard, cached per shard version and calibrator."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[int, int, int, float, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, language: str, shard: Shard, calibrator: Calibrator) -> tuple[float, float]:
-        key = (id(shard), shard.version, calibrator.key)
-        cached = self._cache.get(language)
-        if cached is not None and cached[:3] == key:
-            return cached[3], cached[4]
-        norms = passage_norms(shard.stored_vectors(), calibrator, language)
-        low, high = (float(norms.min()), float(norms.max())) if len(norms) else (1.0, 1.0)
-        with self._lock:
-            self._cache[language] = (*key, low, high)
-        return low, high
+WIDEN_FACTOR = 4  # approximate shards: candidates rescored per result asked
+WIDEN_MIN = 16
 
 
 def passage_norms(vectors: np.ndarray, calibrator: Calibrator, language: str) -> np.ndarray:
@@ -56,32 +35,62 @@ def passage_norms(vectors: np.ndarray, calibrator: Calibrator, language: str) ->
     return np.linalg.norm(calibrator.project(shifted), axis=1)
 
 
+def inner_products(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``vectors @ query`` in FAISS's single-threaded SIMD kernel: the one an exhaustive FAISS search of one
+    query runs. (numpy's BLAS would wake its own thread pool, which on loaded cores costs tens of ms.)"""
+    vectors, query = np.ascontiguousarray(vectors, dtype=np.float32), np.ascontiguousarray(query, dtype=np.float32)
+    out = np.empty(len(vectors), dtype=np.float32)
+    faiss.fvec_inner_products_ny(faiss.swig_ptr(out), faiss.swig_ptr(query), faiss.swig_ptr(vectors),
+                                 vectors.shape[1], len(vectors))
+    return out
+
+
 def shifted_query(vector: np.ndarray, calibrator: Calibrator, query_language: str | None) -> np.ndarray:
     """q' = P (q - m_l), float64."""
     return calibrator.project((np.asarray(vector, dtype=np.float64) - calibrator.offset(query_language))[None, :])[0]
 
 
+class ShardNorms:
+    """Per flat shard: its keys in storage order and ``1 / |P (d - m_L)|``, per shard version and calibrator."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+
+    def get(self, language: str, shard: Shard, calibrator: Calibrator) -> tuple[np.ndarray, np.ndarray]:
+        key = (id(shard), shard.version, calibrator.key)
+        cached = self._cache.get(language)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        vectors = shard.stored_vectors()
+        keys = shard.storage_keys()
+        inverse = (1.0 / np.maximum(passage_norms(vectors, calibrator, language), 1e-12)).astype(np.float32)
+        with self._lock:
+            self._cache[language] = (key, keys, inverse)
+        return keys, inverse
+
+
 def search_shard(shard: Shard, language: str, query: np.ndarray, depth: int, calibrator: Calibrator,
-                 ranges: NormRanges) -> tuple[np.ndarray, np.ndarray]:
+                 norms: ShardNorms) -> tuple[np.ndarray, np.ndarray]:
     """The ``depth`` best (calibrated cosine, key) of one shard for the shifted query ``query`` (q'), best first."""
     live = len(shard)
     if live == 0 or depth <= 0:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
     length = float(np.linalg.norm(query)) or 1.0
     offset = float(query @ calibrator.offset(language))
-    faiss_query = np.ascontiguousarray(query[None, :], dtype=np.float32)
-    fetch = min(live, max(WIDEN_FACTOR * depth, depth + WIDEN_MIN))
-    while True:
-        raw, keys = shard.search(faiss_query, fetch)
+    if shard.structure == "flat":
+        keys, inverse = norms.get(language, shard, calibrator)
+        scores = inner_products(shard.stored_vectors(), query.astype(np.float32))
+        scores -= np.float32(offset)
+        scores *= inverse
+        if depth < len(scores):
+            top = np.argpartition(-scores, depth - 1)[:depth]
+            keys, scores = keys[top], scores[top]
+    else:
+        _, keys = shard.search(np.ascontiguousarray(query[None, :], dtype=np.float32),
+                               min(live, max(WIDEN_FACTOR * depth, depth + WIDEN_MIN)))
         vectors = shard.vectors(keys).astype(np.float64)
         scores = (vectors @ query - offset) / np.maximum(passage_norms(vectors, calibrator, language), 1e-12)
-        order = np.lexsort((keys, -scores))[:depth]
-        if fetch >= live or len(keys) < fetch:  # everything the shard can return was rescored
-            break
-        low, high = ranges.get(language, shard, calibrator)
-        margin = float(raw[-1]) - offset
-        bound = margin / max(low, 1e-12) if margin > 0 else margin / max(high, 1e-12)
-        if len(order) == depth and scores[order[-1]] >= bound + NORM_SLACK:
-            break
-        fetch = min(live, fetch * WIDEN_FACTOR)
-    return scores[order] / length, keys[order]
+    order = np.lexsort((keys, -scores))[:depth]
+    return scores[order].astype(np.float64) / length, keys[order]
+

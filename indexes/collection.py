@@ -29,7 +29,7 @@ import numpy as np
 
 from encoder.calibration import Calibrator, LanguageStatistics
 from encoder.files import write_json_atomic
-from indexes.calibrated import NormRanges, search_shard, shifted_query
+from indexes.calibrated import ShardNorms, search_shard, shifted_query
 from indexes.documents import Document, Hit, validate_document
 from indexes.languages import LanguageDetector, default_detector, normalize_language
 from indexes.locks import DirectoryLock, ReadWriteLock
@@ -124,7 +124,8 @@ class Collection:
     def __init__(self, directory: Path, encoder, manifest: dict, store: DocumentStore, lock: DirectoryLock) -> None:
         self.directory = directory
         self.encoder = encoder
-        # labels documents added without a language; None = indexes.languages' default (all languages)
+        # labels documents added without a language; None = indexes.languages.default_detector() (all
+        # languages: a document in a language the collection lacks gets its own shard, not a wrong one)
         self.detector: LanguageDetector | None = None
         self._manifest = manifest
         self._store = store
@@ -135,7 +136,7 @@ class Collection:
         self._closed = False
         self._last_checkpoint = time.monotonic()
         self._statistics = (store.version(), self._read_statistics(writer=True))
-        self._norm_ranges = NormRanges()
+        self._norms = ShardNorms()
 
     # --- opening -----------------------------------------------------------------------------------------
 
@@ -460,7 +461,7 @@ class Collection:
                 shard = self._shards.get(language)
                 if shard is not None:
                     shard_scores, shard_keys = (
-                        search_shard(shard, language, query, depth, calibrator, self._norm_ranges) if calibrated
+                        search_shard(shard, language, query, depth, calibrator, self._norms) if calibrated
                         else shard.search(query, depth))
                     scores.append(shard_scores)
                     keys.append(shard_keys)

@@ -172,6 +172,13 @@ class Shard:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.index.reconstruct_batch(keys)
 
+    def storage_keys(self) -> np.ndarray:
+        """The key of each row of ``stored_vectors()`` (flat and hnsw: FAISS's id map, in storage order)."""
+        inner = self._inner()
+        if isinstance(inner, faiss.IndexIVF):
+            return self.all_keys()
+        return faiss.vector_to_array(faiss.downcast_index(self.index).id_map).astype(np.int64)
+
     def stored_vectors(self) -> np.ndarray:
         """Every vector the FAISS index holds (stale ones included), in no particular order. For flat and
         hnsw a view of FAISS's own storage (valid until the next write), no copy."""

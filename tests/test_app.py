@@ -91,10 +91,11 @@ def test_warm_up_runs_before_ready(tmp_path, tiny_artifact, seed_file):
     with TestClient(create_app(make_settings(tmp_path, tiny_artifact, seed_file, warm_up=True))) as test_client:
         wait_ready(test_client)
         metrics = test_client.get("/metrics").text
+        detector = test_client.app.state.service.detector
     assert 'babelsearch_encoded_texts_total{kind="query"} 1.0' in metrics  # the warm-up query, nothing else yet
-    import indexes.languages
-
-    assert indexes.languages._detector is not None  # lingua's models are loaded
+    assert detector._detector is not None  # built, with its languages' models loaded
+    # restricted to the collection's languages (the tiny model has no calibration statistics)
+    assert detector.languages == {"de", "en", "fr", "ja"}
 
 
 def test_restart_keeps_the_index_and_does_not_reseed(tmp_path, tiny_artifact, seed_file):
@@ -199,7 +200,7 @@ def test_search_ranks_the_collection(client):
 def test_search_scores_are_the_encoders_inner_products(client, tiny_artifact):
     encoder = OnnxEncoder(tiny_artifact, "fp32")
     query = "Wie hoch ist der höchste Berg?"
-    results = client.post("/search", json={"query": query, "k": 3}).json()["results"]
+    results = client.post("/search", json={"query": query, "k": 3, "calibration": "none"}).json()["results"]
     q = encoder.encode([query], "query")[0]
     p = encoder.encode([r["text"] for r in results], "passage")
     np.testing.assert_allclose([r["score"] for r in results], p @ q, atol=1e-4)

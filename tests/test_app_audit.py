@@ -18,6 +18,7 @@ def grid_client(tmp_path, topic_weight=0.6, lang_weight=0.8, **settings):
             for t in TOPICS for lang in LANGUAGES]
     seed = write_jsonl(tmp_path / "grid.jsonl", rows)
     encoder = GridEncoder(TOPICS, LANGUAGES, topic_weight, lang_weight)
+    settings.setdefault("calibration", "none")  # the numbers below are worked out for the raw ranking
     return TestClient(create_app(make_settings(tmp_path, tmp_path / "unused-model", seed, **settings), encoder=encoder))
 
 
@@ -88,7 +89,8 @@ def test_self_audit_by_hand(tmp_path):
 def tiny_client(tmp_path_factory, tiny_artifact):
     tmp = tmp_path_factory.mktemp("audit")
     seed = write_jsonl(tmp / "collection.jsonl", sample_rows())
-    with TestClient(create_app(make_settings(tmp, tiny_artifact, seed, audit_max_queries=20))) as client:
+    with TestClient(create_app(make_settings(tmp, tiny_artifact, seed, audit_max_queries=20,
+                                                     calibration="none"))) as client:
         wait_ready(client)
         yield client
 

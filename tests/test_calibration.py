@@ -275,6 +275,10 @@ def test_collection_means_replace_the_artifacts_from_the_minimum_count():
     origins = calibrator.describe()["statistics"]
     assert origins == {"en": {"source": "artifact", "count": 30}, "de": {"source": "collection", "count": 30},
                        "ja": {"source": "collection", "count": 2}}  # ja: the artifact does not know it
+    # the artifact's English mean moves by the domain shift: collection minus artifact, over en and de
+    shift = np.mean([collection.mean(lang) - artifact.mean(lang) for lang in ("en", "de")], axis=0)
+    np.testing.assert_allclose(calibrator.means["en"], artifact.mean("en") + shift)
+    np.testing.assert_array_equal(calibrator.means["de"], collection.mean("de"))
 
 
 def test_a_one_language_collection_is_calibrated_and_says_how(tmp_path):

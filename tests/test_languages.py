@@ -136,6 +136,6 @@ def test_default_detector_is_built_lazily_for_all_languages():
         set_default_detector(None)
         built = default_detector()  # building does not load the 75 languages' models: that is lazy
         assert built is default_detector() and built.languages == languages.KNOWN_LANGUAGES
-        assert built.min_confidence == 0.0  # the behaviour before restriction, until a service installs its own
+        assert built.min_confidence == languages.DOCUMENT_MIN_CONFIDENCE  # for documents (and the old callers)
     finally:
         set_default_detector(previous)

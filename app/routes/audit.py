@@ -31,12 +31,14 @@ def audit(
     """Rank the whole collection for each audit query and report rank distance (0 = translations ranked
     together), multilingual mAP, recall@k, language share of the top-k and how often the query-language
     translation comes first. Without `queries`, every document of a multi-language group queries for
-    its translations (self-audit).
+    its translations (self-audit). The ranking audited is the one /search serves (`calibration`, default the
+    service's); `compare` gives the raw (`none`) figures beside it.
 
     Each query ranks the whole collection, so queries × documents is capped (`cap` in the report:
     BABELSEARCH_AUDIT_MAX_RANKED); a self-audit samples down to it, explicit queries above it get 422.
     One audit runs at a time (429 otherwise)."""
-    report = run_audit(body or AuditRequest(), state.collection, state.encoder, state.settings)
+    report = run_audit(body or AuditRequest(), state.collection, state.encoder, state.settings, state.calibration,
+                       state.detector, state.settings.calibration)
     if format == "png":
         return Response(render_png(report), media_type="image/png")
     if format == "html":

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app import __version__
+from encoder.calibration import METHODS, NO_LANGUAGE_METHOD
 from app.dependencies import get_state
 from app.errors import ErrorBody
 from app.limits import describe
@@ -62,7 +63,18 @@ async def info(state: ServiceState = Depends(get_state)) -> dict:
     """What is served and every limit it enforces (as TEI's `/info`): model, version, limits (with the
     `BABELSEARCH_*` variable that sets each)."""
     return {"name": "babelsearch", "version": __version__, "ready": state.ready, "model": _model(state),
-            "limits": describe(state.settings), "writes_enabled": state.settings.writes_enabled}
+            "limits": describe(state.settings), "writes_enabled": state.settings.writes_enabled,
+            "calibration": _calibration(state)}
+
+
+def _calibration(state: ServiceState) -> dict:
+    source, detector = state.calibration, state.detector
+    return {"default": state.settings.calibration, "methods": list(METHODS), "fallback": NO_LANGUAGE_METHOD,
+            "min_collection_count": state.settings.calibration_min_count,
+            "artifact_languages": source.languages if source is not None else [],
+            "detected_languages": sorted(detector.languages) if detector is not None else [],
+            "detection_min_confidence": detector.min_confidence if detector is not None else None,
+            "docs": "docs/calibration.md"}
 
 
 @router.get("/")

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends
 from app.dependencies import encoder_slot, ready_state
 from app.errors import error_responses
 from app.http import CheckedRoute
-from app.schemas import SearchHit, SearchRequest, SearchResponse, Timing
+from app.calibration import for_query
+from app.schemas import CalibrationInfo, LanguageDetectionInfo, SearchHit, SearchRequest, SearchResponse, Timing
 from app.state import ServiceState
-from indexes import detect_language
 
 router = APIRouter(tags=["search"], route_class=CheckedRoute)
 
@@ -19,14 +19,23 @@ router = APIRouter(tags=["search"], route_class=CheckedRoute)
 def search(body: SearchRequest, state: ServiceState = Depends(encoder_slot)) -> SearchResponse:
     """Rank the collection's passages against a query in any language."""
     start = time.perf_counter()
-    query_language = body.query_language or detect_language(body.query)
+    requested = body.calibration or state.settings.calibration
+    calibration = for_query(state.calibration, state.detector, state.collection, body.query, body.query_language,
+                            requested)
+    query_language = calibration.plan.query_language
     encoding = time.perf_counter()
     vector = state.encoder.encode([body.query], "query")[0]
     encoded = time.perf_counter()
-    hits = state.collection.search(vector, k=body.k, languages=body.languages, per_language=body.per_language)
+    hits = state.collection.search(vector, k=body.k, languages=body.languages, per_language=body.per_language,
+                                   calibrator=calibration.calibrator, query_language=query_language)
     done = time.perf_counter()
+    state.telemetry.searches.labels(method=calibration.plan.method).inc()
+    detection = calibration.detection
     return SearchResponse(
         query_language=query_language,
+        language_detection=None if detection is None else LanguageDetectionInfo(
+            language=detection.language, confidence=round(detection.confidence, 4), best_guess=detection.best_guess),
+        calibration=CalibrationInfo(**calibration.describe()),
         results=[
             SearchHit(id=h.id, text=h.text, language=h.language, score=float(h.score), rank=rank, group=h.group,
                       metadata=h.metadata or {})
