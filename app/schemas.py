@@ -143,6 +143,8 @@ class SearchResponse(BaseModel):
     query_language: str | None = Field(description="as given, or detected (null if undetectable or unsure)")
     language_detection: LanguageDetectionInfo | None = Field(None, description="when the language was detected")
     calibration: CalibrationInfo
+    warnings: list[str] = Field(default_factory=list, description="e.g. a `languages` filter naming a language "
+                                                                  "the collection has no documents in")
     results: list[SearchHit]
     timing_ms: Timing
 

@@ -150,3 +150,10 @@ def test_info_names_the_default_method(client):
     if info.status_code == 404:
         pytest.skip("no /info endpoint")
     assert info.json()["calibration"]["default"] == "center"
+
+
+def test_a_filter_naming_a_language_without_documents_says_so(client):
+    found = search(client, query="A de", query_language="de", languages=["de", "fr"])
+    assert found["warnings"] == ["languages: the collection has no documents in 'fr'"]
+    assert {hit["language"] for hit in found["results"]} == {"de"}
+    assert search(client, query="A de", query_language="de", languages=["de"])["warnings"] == []

@@ -30,12 +30,14 @@ def search(body: SearchRequest, state: ServiceState = Depends(encoder_slot)) -> 
                                    calibrator=calibration.calibrator, query_language=query_language)
     done = time.perf_counter()
     state.telemetry.searches.labels(method=calibration.plan.method).inc()
+    missing = [code for code in body.languages or () if code not in state.language_counts]
     detection = calibration.detection
     return SearchResponse(
         query_language=query_language,
         language_detection=None if detection is None else LanguageDetectionInfo(
             language=detection.language, confidence=round(detection.confidence, 4), best_guess=detection.best_guess),
         calibration=CalibrationInfo(**calibration.describe()),
+        warnings=[f"languages: the collection has no documents in {code!r}" for code in missing],
         results=[
             SearchHit(id=h.id, text=h.text, language=h.language, score=float(h.score), rank=rank, group=h.group,
                       metadata=h.metadata or {})
