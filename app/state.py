@@ -178,6 +178,7 @@ class ServiceState:
             self.detector = LanguageDetector(wanted) if wanted else default_detector()
         elif not wanted <= self.detector.languages:
             self.detector = self.detector.with_languages(wanted)
+        self.collection.detector = self.detector if wanted else None
 
     # --- helpers for the routes --------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from encoder.calibration import Calibrator, LanguageStatistics
 from encoder.files import write_json_atomic
 from indexes.calibrated import ShardNorms, search_shard, shifted_query
 from indexes.documents import Document, Hit, validate_document
-from indexes.languages import LanguageDetector, default_detector, normalize_language
+from indexes.languages import LanguageDetector, default_detector, detect_documents, normalize_language
 from indexes.locks import DirectoryLock, ReadWriteLock
 from indexes.shards import Shard, check_index_type, single_threaded
 from indexes.store import DocumentStore, StoredRow, WriteResult
@@ -124,8 +124,8 @@ class Collection:
     def __init__(self, directory: Path, encoder, manifest: dict, store: DocumentStore, lock: DirectoryLock) -> None:
         self.directory = directory
         self.encoder = encoder
-        # labels documents added without a language; None = indexes.languages.default_detector() (all
-        # languages: a document in a language the collection lacks gets its own shard, not a wrong one)
+        # the languages served (None: not known); documents added without a language are detected among
+        # all languages, with these preferred for non-Latin scripts (indexes.languages.detect_documents)
         self.detector: LanguageDetector | None = None
         self._manifest = manifest
         self._store = store
@@ -323,12 +323,11 @@ class Collection:
         prepared = list(by_id.values())
         unknown = [i for i, doc in enumerate(prepared) if doc.language is None]
         if unknown:
-            detector = self.detector or default_detector()
-            detected = detector.detect_many([prepared[i].text for i in unknown])
+            detected = detect_documents([prepared[i].text for i in unknown], self.detector)
             failed = [(prepared[i].id, found) for i, found in zip(unknown, detected) if found.language is None]
             if failed:
                 shown = ", ".join(f"{doc_id!r}" + (f" (best guess {found.best_guess}, confidence {found.confidence:.2f} "
-                                                   f"< {detector.min_confidence})" if found.best_guess else "")
+                                                   f"< {default_detector().min_confidence})" if found.best_guess else "")
                                   for doc_id, found in failed[:5])
                 raise ValueError(f"cannot tell the language of {len(failed)} document(s): {shown}; give them a "
                                  "'language' (ISO 639-1)")

@@ -139,3 +139,15 @@ def test_default_detector_is_built_lazily_for_all_languages():
         assert built.min_confidence == languages.DOCUMENT_MIN_CONFIDENCE  # for documents (and the old callers)
     finally:
         set_default_detector(previous)
+
+
+def test_documents_are_detected_among_all_languages_with_the_served_script_preferred():
+    from indexes.languages import detect_documents
+
+    served = LanguageDetector(["de", "en", "ja", "hi"])
+    french, hindi = "La tour Eiffel se trouve à Paris, au bord de la Seine.", "भारत की राजधानी नई दिल्ली है और यह एक बड़ा शहर है।"
+    found = detect_documents([french, hindi, "hello", "12345"], served)
+    assert found[0].language == "fr"  # not served, but French: its own shard, not a German one
+    assert found[1].language == "hi"  # the served language of its script
+    assert found[2].language is None and found[3].language is None  # too unsure / nothing to tell
+    assert detect_documents([french])[0].language == "fr"
