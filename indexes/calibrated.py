@@ -51,22 +51,25 @@ def shifted_query(vector: np.ndarray, calibrator: Calibrator, query_language: st
 
 
 class ShardNorms:
-    """Per flat shard: its keys in storage order and ``1 / |P (d - m_L)|``, per shard version and calibrator."""
+    """Per flat shard: its keys in storage order and ``1 / |P (d - m_L)|``, per shard version and calibrator.
+
+    One entry per (shard language, method): queries that fall back to another method (an undetected
+    language) do not evict the default method's norms."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple] = {}
+        self._cache: dict[tuple[str, str], tuple] = {}
         self._lock = threading.Lock()
 
     def get(self, language: str, shard: Shard, calibrator: Calibrator) -> tuple[np.ndarray, np.ndarray]:
         key = (id(shard), shard.version, calibrator.key)
-        cached = self._cache.get(language)
+        cached = self._cache.get((language, calibrator.method))
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
         vectors = shard.stored_vectors()
         keys = shard.storage_keys()
         inverse = (1.0 / np.maximum(passage_norms(vectors, calibrator, language), 1e-12)).astype(np.float32)
         with self._lock:
-            self._cache[language] = (key, keys, inverse)
+            self._cache[(language, calibrator.method)] = (key, keys, inverse)
         return keys, inverse
 
 
