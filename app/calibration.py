@@ -7,13 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from encoder import TextEncoder
 from encoder.calibration import ArtifactCalibration, CalibrationSource, Calibrator, QueryPlan
 from indexes.languages import Detection, LanguageDetector
 
 logger = logging.getLogger("babelsearch")
 
 
-def load_source(settings, encoder) -> CalibrationSource:
+def load_source(settings, encoder: TextEncoder) -> CalibrationSource:
     """The artifact's statistics for the served precision (none for an artifact exported before
     calibration: the collection's own statistics are then all there is)."""
     artifact = None
@@ -24,7 +25,7 @@ def load_source(settings, encoder) -> CalibrationSource:
         logger.warning("ignoring the calibration statistics of %s: %s", settings.model_dir, exc)
         loaded = None
     if loaded is not None:
-        artifact = loaded.statistics.get(getattr(encoder, "precision", None) or settings.precision)
+        artifact = loaded.statistics.get(encoder.precision)
         rank = rank or loaded.subspace_rank
     if artifact is None:
         logger.warning("%s has no calibration statistics for %s: calibrating from the collection alone "

@@ -36,6 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from encoder.files import write_json_atomic
+from encoder.protocol import TextEncoder
 
 METHODS = ("none", "center", "subspace")
 DEFAULT_METHOD = "center"
@@ -137,7 +138,7 @@ class ArtifactCalibration:
                    data.get("source", "unknown"), int(data.get("subspace_rank", DEFAULT_SUBSPACE_RANK)), extra)
 
 
-def estimate_statistics(encoder, texts_by_language: Mapping[str, Sequence[str]]) -> LanguageStatistics:
+def estimate_statistics(encoder: TextEncoder, texts_by_language: Mapping[str, Sequence[str]]) -> LanguageStatistics:
     """Statistics of ``encoder``'s passage vectors of the given texts (``.encode(texts, "passage")``)."""
     return LanguageStatistics.from_vectors(
         {language: encoder.encode(list(texts), "passage") for language, texts in sorted(texts_by_language.items())},
@@ -183,17 +184,16 @@ class Calibrator:
     """Per-language affine maps for one method, built from applied statistics. Immutable once built."""
 
     def __init__(self, method: str, dim: int, means: Mapping[str, np.ndarray] | None = None,
-                 basis: np.ndarray | None = None, origins: Mapping[str, Origin] | None = None,
-                 fallback_mean: np.ndarray | None = None) -> None:
+                 basis: np.ndarray | None = None, origins: Mapping[str, Origin] | None = None) -> None:
         self.method = check_method(method)
         self.key = next(_KEYS)  # identifies this calibrator in caches of numbers derived from it
         self.dim = dim
         self.means = {lang: np.asarray(m, dtype=np.float64) for lang, m in (means or {}).items()}
         self.basis = np.zeros((0, dim)) if basis is None else np.asarray(basis, dtype=np.float64)
         self.origins = dict(origins or {})
-        # passages of a language no statistics know are centred on the mean of the known languages' means
-        self.fallback_mean = (np.mean(list(self.means.values()), axis=0) if fallback_mean is None and self.means
-                              else fallback_mean)
+        # a language no statistics know (a query's, never a shard's: every shard's language has the
+        # collection's own sums) is centred on the mean of the known languages' means
+        self.fallback_mean = np.mean(list(self.means.values()), axis=0) if self.means else None
 
     # --- construction ------------------------------------------------------------------------------------
 

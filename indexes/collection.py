@@ -27,6 +27,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from encoder import TextEncoder
 from encoder.calibration import Calibrator, LanguageStatistics
 from encoder.files import write_json_atomic
 from indexes.calibrated import ShardNorms, search_shard, shifted_query
@@ -121,7 +122,8 @@ class Collection:
     """Use ``Collection.open(...)``. Thread-safe: searches run concurrently; writes are exclusive and
     atomic (a search sees a write completely or not at all)."""
 
-    def __init__(self, directory: Path, encoder, manifest: dict, store: DocumentStore, lock: DirectoryLock) -> None:
+    def __init__(self, directory: Path, encoder: TextEncoder | None, manifest: dict, store: DocumentStore,
+                 lock: DirectoryLock) -> None:
         self.directory = directory
         self.encoder = encoder
         # the languages served (None: not known); documents added without a language are detected among
@@ -142,11 +144,11 @@ class Collection:
 
     @classmethod
     def open(
-        cls, directory: str | Path, encoder, index_type: str | None = None, create: bool = True
+        cls, directory: str | Path, encoder: TextEncoder | None, index_type: str | None = None, create: bool = True
     ) -> "Collection":
         """Open (or create) the collection in ``directory``.
 
-        ``encoder``: has ``.encode(texts, kind)``, ``.dim``, ``.fingerprint``; None opens for maintenance
+        ``encoder``: an ``encoder.TextEncoder`` (``.encode(texts, kind)``, ``.dim``, ``.fingerprint``); None opens for maintenance
         (delete, info, search by vector) without the encoder check. ``index_type``: flat | hnsw | ivf;
         None (the default) keeps an existing collection's type and makes a new one flat. A type different
         from the recorded one rebuilds the shards from the stored vectors.

@@ -339,3 +339,12 @@ def test_evaluation_scores_each_query_with_its_own_method():
         own = center if lang in ("en", "de", "ja") else subspace
         expected = own.transform(vectors, languages if own is center else None) @ own.transform(queries[i:i + 1], lang)[0]
         np.testing.assert_allclose(scores[i], expected, atol=1e-5)
+
+
+def test_the_encoders_used_here_satisfy_the_declared_protocol(tiny_artifact):
+    from encoder import OnnxEncoder, TextEncoder
+    from tests.app_fixtures import GridEncoder
+
+    assert isinstance(OnnxEncoder(tiny_artifact, "fp32"), TextEncoder)
+    assert isinstance(GridEncoder(["A"], ["en"]), TextEncoder)
+    assert isinstance(TableEncoder(np.zeros((1, DIM))), TextEncoder)
