@@ -50,6 +50,16 @@ class Settings(Limits):
             raise ValueError(f"must be one of {', '.join(INDEX_TYPES)}")
         return value
 
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        from indexes import normalize_language
+
+        try:
+            return sorted({normalize_language(code) for code in value})
+        except ValueError:
+            raise ValueError("must be a JSON list of ISO 639-1 codes lingua knows, e.g. [\"fr\", \"pt\"]") from None
+
     @property
     def writes_enabled(self) -> bool:
         return self.api_key is not None

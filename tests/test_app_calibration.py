@@ -157,3 +157,11 @@ def test_a_filter_naming_a_language_without_documents_says_so(client):
     assert found["warnings"] == ["languages: the collection has no documents in 'fr'"]
     assert {hit["language"] for hit in found["results"]} == {"de"}
     assert search(client, query="A de", query_language="de", languages=["de"])["warnings"] == []
+
+
+def test_the_extra_languages_setting_is_checked_and_normalised(tmp_path):
+    from app.config import Settings
+
+    assert Settings(languages=["FR", "pt-BR"]).languages == ["fr", "pt"]
+    with pytest.raises(ValueError, match="ISO 639-1"):
+        Settings(languages=["xx"])
