@@ -283,10 +283,9 @@ class CalibrationSource:
     barely move in between, and the search caches numbers derived from each calibrator. Thread-safe."""
 
     def __init__(self, artifact: LanguageStatistics | None, dim: int, subspace_rank: int = DEFAULT_SUBSPACE_RANK,
-                 min_collection_count: int = MIN_COLLECTION_COUNT, origin: str = "artifact") -> None:
+                 min_collection_count: int = MIN_COLLECTION_COUNT) -> None:
         self.artifact, self.dim = artifact, dim
         self.subspace_rank, self.min_collection_count = subspace_rank, min_collection_count
-        self.origin = origin
         self._cache: dict[str, tuple[dict[str, int], Calibrator]] = {}
 
     @property
