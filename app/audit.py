@@ -220,7 +220,8 @@ def summarise(cases: list[AuditCase], per_query: list[dict], collection_language
     per_language = {}
     for language in rd_by:
         rows = [q for q, lang in zip(per_query, languages) if lang == language]
-        own = language_share([q["top_languages"] for q in rows], collection_languages).get(language, {})
+        shares_of_rows = language_share([q["top_languages"] for q in rows], collection_languages)
+        own = shares_of_rows.get(language, {})
         first = first_stats(rows)
         per_language[language] = {
             "n_queries": len(rows),
@@ -232,6 +233,8 @@ def summarise(cases: list[AuditCase], per_query: list[dict], collection_language
             "collection_share": own.get("collection_share", 0.0),
             "same_language_first": first["rate"],
             "same_language_chance": first["chance"],
+            # this language's queries: the share of each passage language in their top-k (the heatmap's row)
+            "top_k_languages": {lang: share["top_k_share"] for lang, share in shares_of_rows.items()},
         }
     return {
         "n_queries": len(cases),

@@ -14,6 +14,7 @@ from app.openapi import install_docs, install_openapi
 from app.routes import audit, documents, embeddings, operations, search
 from app.state import ServiceState, StartupError
 from app.telemetry import Telemetry, TelemetryMiddleware
+from app.web import routes as web
 
 logger = logging.getLogger("babelsearch")
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, encoder=None) -> FastAPI:
     install_error_handlers(app, allowed_methods)
     for module in (search, embeddings, documents, audit, operations):
         app.include_router(module.router)
+    web.install(app)
     install_docs(app)
     install_openapi(app, settings)
     app.add_middleware(Options)

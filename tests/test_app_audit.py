@@ -46,6 +46,7 @@ def test_biased_ranking_by_hand(tmp_path):
         "n_queries": 1, "rank_distance": 3.0, "map": pytest.approx(ap), "recall_at_k": pytest.approx(1 / 3),
         "own_language_top_k_share": 1.0, "collection_share": pytest.approx(1 / 3),
         "same_language_first": 1.0, "same_language_chance": pytest.approx(1 / 3),
+        "top_k_languages": {"de": 1.0, "en": 0.0, "ja": 0.0},  # the heatmap's row: its top 2 are German
     }
     assert report["collection"] == {"documents": 6, "languages": {"de": 2, "en": 2, "ja": 2}}
 
