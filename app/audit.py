@@ -144,7 +144,7 @@ def run_audit(request, collection, encoder, limits, calibration, detector, defau
     t_rank = time.perf_counter()
     k, method = request.k, request.calibration or default_method
     # The served ranking, and the raw one beside it: both through Collection.search, as /search ranks.
-    _, statistics = collection.statistics()
+    statistics = collection.statistics()
     compare, plans = {}, []
     for name in dict.fromkeys(["none", method]):
         per_query = []

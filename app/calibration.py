@@ -59,7 +59,7 @@ def for_query(source: CalibrationSource, detector: LanguageDetector, collection,
     """Detect the query's language unless given, then resolve the method against the live statistics."""
     detection = None if given else detector.detect(text)
     language = given or detection.language
-    _, statistics = collection.statistics()
+    statistics = collection.statistics()
     calibrator, plan = source.resolve(requested, statistics, language, reliable=language is not None)
     return QueryCalibration(calibrator, plan, detection)
 
@@ -71,7 +71,7 @@ def for_texts(source: CalibrationSource, detector: LanguageDetector, collection,
     if requested == "none":
         return QueryCalibration(Calibrator("none", source.dim), QueryPlan("none", "none", None), None), [None] * len(texts)
     languages = [given] * len(texts) if given else [found.language for found in detector.detect_many(texts)]
-    _, statistics = collection.statistics()
+    statistics = collection.statistics()
     resolved = {language: source.resolve(requested, statistics, language, reliable=language is not None)
                 for language in dict.fromkeys(languages)}
     calibrator, plan = next((r for r in resolved.values() if r[1].method != requested), next(iter(resolved.values())))

@@ -157,7 +157,7 @@ def measure_search(collection, encoder, queries: list[tuple], k: int = 10, sourc
     def search(vector, language):
         if source is None or method == "none":
             return collection.search(vector, k=k)
-        calibrator, _ = source.resolve(method, collection.statistics()[1], language)
+        calibrator, _ = source.resolve(method, collection.statistics(), language)
         return collection.search(vector, k=k, calibrator=calibrator, query_language=language)
 
     for _, text, language in queries[:5]:  # warm-up (and the norm ranges of each calibrated shard)

@@ -137,7 +137,7 @@ class Collection:
         self._dirty: set[str] = set()
         self._closed = False
         self._last_checkpoint = time.monotonic()
-        self._statistics = (store.version(), self._read_statistics(writer=True))
+        self._statistics = self._read_statistics(writer=True)
         self._norms = ShardNorms()
 
     # --- opening -----------------------------------------------------------------------------------------
@@ -380,7 +380,7 @@ class Collection:
         The write is already committed, so nothing here may raise: the shards and their files are caches
         of the store, and a failure only costs a repair (now, or on the next open)."""
         try:
-            self._statistics = (written.version, self._read_statistics(writer=True))
+            self._statistics = self._read_statistics(writer=True)
         except Exception:  # the store has them; the next write or open reads them again
             logger.exception("reading the language statistics failed")
         try:
@@ -489,9 +489,9 @@ class Collection:
             row = self._store.rows_by_id([id]).get(id)
         return row.document() if row is not None else None
 
-    def statistics(self) -> tuple[int, LanguageStatistics]:
-        """(store version, running per-language sums and counts of the stored vectors): what calibration
-        estimates the collection's own language means from. The statistics object is never mutated."""
+    def statistics(self) -> LanguageStatistics:
+        """The running per-language sums and counts of the stored vectors: what calibration estimates the
+        collection's own language means from. A write replaces the object; it is never mutated."""
         with self._reading():
             return self._statistics
 

@@ -75,7 +75,7 @@ def recount(collection: Collection) -> dict:
 
 
 def assert_stats_equal(collection: Collection) -> None:
-    _, running = collection.statistics()
+    running = collection.statistics()
     stored = collection._store.language_stats()
     expected = recount(collection)
     assert set(running.counts) == set(stored) == set(expected)
@@ -139,7 +139,7 @@ def test_served_scores_equal_the_numpy_reference(tmp_path, monkeypatch, index_ty
     collection = build(tmp_path, vectors, languages, index_type)
     try:
         assert collection.manifest["shards"]["en"] == ("flat" if index_type == "flat" else index_type)
-        _, stats = collection.statistics()
+        stats = collection.statistics()
         calibrator = Calibrator.from_statistics(method, None, stats, DIM, min_collection_count=1)
         for query, query_language in zip(queries, query_languages):
             for k, per_language in ((10, None), (5, 2), (900, None)):
@@ -174,7 +174,7 @@ def test_calibrated_ranking_changes_the_order_of_a_biased_collection(tmp_path):
     vectors, languages = biased_vectors(100)
     collection = build(tmp_path, vectors, languages)
     try:
-        _, stats = collection.statistics()
+        stats = collection.statistics()
         center = Calibrator.from_statistics("center", None, stats, DIM, min_collection_count=1)
         raw = collection.search(vectors[0], k=30)
         calibrated = collection.search(vectors[0], k=30, calibrator=center, query_language="en")
@@ -195,12 +195,12 @@ def test_running_statistics_equal_a_recount_after_inserts_updates_deletes_and_re
     assert_stats_equal(collection)
     collection.delete([f"d{i}" for i in range(0, 40)])  # every English document: the language disappears
     assert_stats_equal(collection)
-    assert "en" not in collection.statistics()[1].counts
+    assert "en" not in collection.statistics().counts
     collection.close()
     reopened = Collection.open(tmp_path / "index", encoder)
     try:
         assert_stats_equal(reopened)
-        assert reopened.statistics()[1].counts == {"de": 39, "ja": 1}
+        assert reopened.statistics().counts == {"de": 39, "ja": 1}
     finally:
         reopened.close()
 
@@ -218,7 +218,7 @@ def test_a_store_without_statistics_counts_them_on_open(tmp_path):
     reopened = Collection.open(directory, TableEncoder(vectors))
     try:
         assert_stats_equal(reopened)
-        assert reopened.statistics()[1].counts == {lang: 20 for lang in LANGUAGES}
+        assert reopened.statistics().counts == {lang: 20 for lang in LANGUAGES}
     finally:
         reopened.close()
 
