@@ -210,8 +210,12 @@ def load_lareqa(
 # -------------------------------------------------------------------------------------- the metrics
 
 
-def lareqa_metrics(query_vectors: np.ndarray, candidate_vectors: np.ndarray, data: LareqaSet) -> dict:
-    """Every LAReQA figure from embeddings (rows aligned with ``data.queries`` / ``data.candidates``)."""
+def lareqa_metrics(query_vectors: np.ndarray, candidate_vectors: np.ndarray, data: LareqaSet,
+                   per_query: bool = False) -> dict:
+    """Every LAReQA figure from embeddings (rows aligned with ``data.queries`` / ``data.candidates``).
+
+    ``per_query``: also return, under ``"per_query"``, one row per query with the ranks every figure is
+    computed from (``query_rows``; what ``python -m evaluation compare`` tests differences on)."""
     languages = data.languages
     relevant_languages = [sorted(r) for r in data.relevant]
     relevant = [[r[language] for language in langs] for r, langs in zip(data.relevant, relevant_languages)]
@@ -261,23 +265,39 @@ def lareqa_metrics(query_vectors: np.ndarray, candidate_vectors: np.ndarray, dat
         x: {y: metrics.mean(setting[(x, y)]["ap"]) for y in languages if (x, y) in setting} for x in languages
     }
     result.update(n_queries=len(data.queries), n_candidates=len(data.candidates), languages=languages)
+    if per_query:
+        result["per_query"] = query_rows(data, relevant_languages, ranks)
     return result
+
+
+def query_rows(data: LareqaSet, relevant_languages: Sequence[Sequence[str]], ranks) -> list[dict]:
+    """Per query: its question id, language, and each relevant candidate's rank in the pooled ranking
+    (``pool_rank``) and within its own language (``language_rank``), keyed by candidate language. Every
+    LAReQA figure is a function of these ranks (``evaluation.significance``), so they reproduce the
+    report exactly; integers keep the file small and lossless."""
+    return [
+        {"id": qid, "language": language,
+         "pool_rank": {y: int(r) for y, r in zip(langs, pool)},
+         "language_rank": {y: int(r) for y, r in zip(langs, within)}}
+        for qid, language, langs, (pool, within) in zip(data.query_id, data.query_language, relevant_languages, ranks)
+    ]
 
 
 def evaluate_lareqa(encoder, data: LareqaSet, cache_dir: str | Path | None = None, progress: bool = False,
                     batch_size: int | None = None, calibration: str = "none", statistics=None,
-                    query_languages: Sequence[str | None] | None = None) -> dict:
+                    query_languages: Sequence[str | None] | None = None, per_query: bool = False) -> dict:
     """Embed ``data`` with ``encoder`` (``.encode(texts, kind)``; through the embedding cache when
     ``cache_dir`` is given) and compute ``lareqa_metrics``.
 
     ``calibration``: a method of ``encoder.calibration``, applied as the service applies it: the passage
     means of the candidates themselves (the collection) where a language has enough of them, else the
     artifact's ``statistics``; ``query_languages`` (default: the given ones) may hold detected codes or
-    None (unsure), and such queries fall back to the method that needs no query language."""
+    None (unsure), and such queries fall back to the method that needs no query language.
+    ``per_query``: see ``lareqa_metrics``."""
     queries = cached_encode(encoder, data.queries, "query", cache_dir, progress, batch_size)
     candidates = cached_encode(encoder, data.candidates, "passage", cache_dir, progress, batch_size)
     if calibration == "none":
-        return lareqa_metrics(queries, candidates, data)
+        return lareqa_metrics(queries, candidates, data, per_query)
     from encoder.calibration import LanguageStatistics, calibrate_for_evaluation
 
     languages = np.asarray(data.candidate_language)
@@ -286,6 +306,6 @@ def evaluate_lareqa(encoder, data: LareqaSet, cache_dir: str | Path | None = Non
     query_languages = list(data.query_language if query_languages is None else query_languages)
     queries, candidates, info = calibrate_for_evaluation(
         calibration, queries, query_languages, candidates, data.candidate_language, statistics, collection)
-    result = lareqa_metrics(queries, candidates, data)
+    result = lareqa_metrics(queries, candidates, data, per_query)
     result["calibration"] = info | {"query_languages": "given" if query_languages == data.query_language else "detected"}
     return result

@@ -69,6 +69,10 @@ def test_lareqa_end_to_end_two_models_and_cache(tmp_path, tiny_artifact, squad_d
     assert 0.0 <= results["multilingual_map"] <= 1.0
     assert report["models"]["tiny b"]["results"] == results
     assert "-int8-" in report["models"]["tiny-a"]["fingerprint"]
+    # per-query ranks for `compare`, one file per row (tests/test_compare.py checks their contents)
+    assert [entry["per_query"] for entry in report["models"].values()] == [
+        "per_query/tiny-a.jsonl.gz", "per_query/tiny_b.jsonl.gz"]
+    assert all((out / entry["per_query"]).is_file() for entry in report["models"].values())
     markdown = (out / "report.md").read_text()
     assert "| tiny b |" in markdown and "heatmap-tiny_b.png" in markdown
     for name in ("heatmap-tiny-a.png", "heatmap-tiny_b.png", "rank-distance.png"):
