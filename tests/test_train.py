@@ -266,3 +266,143 @@ def test_resume_drops_a_best_file_newer_than_the_checkpoint(tmp_path):
     result = train(config, resume=True)
     assert result.step == 6 and result.best is not None
     assert torch.load(best, weights_only=False)["step"] == result.best["step"] >= 4
+
+
+# ------------------------------------------------------------------- config errors, objectives, dev
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("contrastive_weight", -1.0, "contrastive_weight must be >= 0"),
+    ("contrastive_weight", 0.0, r"at least one objective weight must be > 0 \(contrastive_weight, distill.weight\)"),
+    ("max_length", 4, "max_length must be >= 8"),
+    ("query_max_length", 4, "query_max_length must be >= 8"),
+    ("weight_decay", -0.1, "weight_decay must be >= 0"),
+    ("threads", 0, "threads must be >= 1 or null"),
+    ("dev", {"path": "xq", "batch_size": 0}, "dev.batch_size must be >= 1"),
+    ("datasets", [{"format": "ntrex", "path": "x", "sentences_per_passage": 0}],
+     r"datasets\[0\].sentences_per_passage must be >= 1"),
+])
+def test_config_errors_name_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        config_from_dict({"datasets": [{"format": "jsonl", "path": "x"}], field: value})
+
+
+def test_training_data_holding_evaluation_questions_is_a_value_error_naming_the_dataset(tmp_path):
+    from tests.trainer_fixtures import write_squad_dir
+    from trainer.datasets import load_datasets
+    from trainer.dev import load_dev_split
+
+    ids = write_squad_dir(tmp_path / "xq", languages=("en", "de"), articles=6)
+    leaked = tmp_path / "leaked.jsonl"
+    leaked.write_text(json.dumps({"group": ids[1][0], "language": "en", "question": "q?", "passage": "p."}) + "\n")
+    config = config_from_dict({
+        "datasets": [{"format": "squad", "path": str(tmp_path / "xq")},
+                     {"format": "jsonl", "path": str(leaked), "name": "leaky"}],
+        "dev": {"path": str(tmp_path / "xq"), "articles": 1},
+    })
+    with pytest.raises(ValueError, match=r"datasets\[1\] \(leaky\): 1 test-half questions"):
+        load_datasets(config, load_dev_split(config))
+
+
+class _Constant:
+    def __init__(self, name: str, value: float, global_batch: bool) -> None:
+        self.name, self.value, self.global_batch = name, torch.tensor(value, requires_grad=True), global_batch
+
+    def loss(self, step) -> torch.Tensor:
+        return self.value * 1.0
+
+
+def test_weighted_loss_sums_the_weighted_terms_and_scales_global_batch_ones():
+    from trainer.distributed import DistContext
+    from trainer.objectives import StepInputs, weighted_loss
+
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    step = StepInputs(batch=None, model=None, encoder=None, ctx=ctx)  # type: ignore[arg-type]
+    a, b = _Constant("a", 2.0, global_batch=True), _Constant("b", 3.0, global_batch=False)
+    scaled, total, terms = weighted_loss([(a, 1.0), (b, 0.5)], step)
+    assert terms == {"a": 2.0, "b": 3.0}
+    assert float(total.detach()) == 2.0 + 0.5 * 3.0
+    scaled.backward()  # the global-batch term times world_size (DDP averages), the per-rank one as is
+    assert float(a.value.grad) == 2.0 and float(b.value.grad) == 0.5
+    with pytest.raises(ValueError, match="no objective"):
+        weighted_loss([], step)
+
+
+def test_build_objectives_takes_the_weight_from_the_config(tmp_path):
+    from trainer.objectives import ContrastiveObjective, build_objectives
+
+    objectives = build_objectives(tiny_config(tmp_path, contrastive_weight=0.25))
+    assert [(type(o), w) for o, w in objectives] == [(ContrastiveObjective, 0.25)]
+
+
+def test_an_added_objective_is_logged_and_its_state_checkpointed_per_rank(tmp_path, monkeypatch):
+    import trainer.train as train_module
+
+    class Counting:
+        """A per-rank objective with state of its own: its loss is zero, its call count is checkpointed."""
+
+        name, global_batch = "count", False
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def loss(self, step) -> torch.Tensor:
+            self.calls += 1
+            return 0.0 * step.embed(["x"], "query", 8).sum()
+
+        def state_dict(self) -> dict:
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state: dict) -> None:
+            self.calls = state["calls"]
+
+    built, original = [], train_module.build_objectives
+
+    def build(config, *args):
+        built.append(Counting())
+        return original(config, *args) + [(built[-1], 2.0)]
+
+    monkeypatch.setattr(train_module, "build_objectives", build)
+    config = tiny_config(tmp_path)
+    train(config, stop_at=3)
+    assert checkpoint(config.output_dir)["objectives"] == [{"count": {"calls": 3}}]
+    train(config, resume=True)
+    assert built[-1].calls == 6 and checkpoint(config.output_dir)["objectives"] == [{"count": {"calls": 6}}]
+    rows = [json.loads(line) for line in (Path(config.output_dir) / LOG_FILE).read_text().splitlines()]
+    assert all(r["loss_count"] == 0.0 and r["loss"] == r["loss_contrastive"] for r in rows)
+
+
+def test_a_checkpoint_from_before_a_config_field_existed_still_resumes(tmp_path):
+    """Fields added to the config later (contrastive_weight) count as their defaults in an older checkpoint."""
+    config = tiny_config(tmp_path)
+    train(config, stop_at=2)
+    path = Path(config.output_dir) / CHECKPOINT_FILE
+    state = torch.load(path, weights_only=False)
+    del state["config"]["contrastive_weight"]
+    torch.save(state, path)
+    assert train(config, resume=True).step == 6
+    with pytest.raises(ValueError, match="contrastive_weight: 1.0 -> 0.5"):
+        train(tiny_config(tmp_path, contrastive_weight=0.5), resume=True)
+
+
+def test_dev_tracker_keeps_the_best_and_counts_patience():
+    from trainer.config import DevConfig
+    from trainer.dev import DevTracker
+
+    tracker = DevTracker(DevConfig(path="xq", every=2, patience=2), split=None)
+    values = iter([0.5, 0.7, 0.6, 0.65])
+    tracker.metrics = lambda encoder: {"multilingual_map": next(values)}  # type: ignore[method-assign]
+    saved = []
+    assert tracker.due(2, 9) and not tracker.due(3, 9) and tracker.due(9, 9)
+    for step in (2, 4, 6, 8):
+        tracker.evaluate(None, step, saved.append)  # type: ignore[arg-type]
+    assert tracker.best["step"] == 4 and tracker.best["value"] == 0.7 and len(saved) == 2
+    assert tracker.evals_since_best == 2 and tracker.exhausted
+    restored = DevTracker(DevConfig(path="xq"), split=None)
+    restored.load_state_dict(tracker.state_dict())
+    assert (restored.history, restored.best, restored.evals_since_best) == (tracker.history, tracker.best, 2)
+    assert not DevTracker(None, None).due(2, 2) and not DevTracker(None, None).exhausted
+    wrong = DevTracker(DevConfig(path="xq", metric="nope"), split=None)
+    wrong.metrics = lambda encoder: {"multilingual_map": 0.5}  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match="dev.metric 'nope' is not among"):
+        wrong.evaluate(None, 2, saved.append)  # type: ignore[arg-type]

