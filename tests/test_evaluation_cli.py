@@ -172,8 +172,9 @@ def test_cache_key_covers_fingerprint_kind_and_texts(tmp_path):
     assert np.array_equal(cached_encode(encoder, ["a", "bb"], "query", tmp_path), first) and encoder.calls == 1
     cached_encode(encoder, ["a", "bb"], "passage", tmp_path)
     cached_encode(encoder, ["a bb"], "query", tmp_path)
-    cached_encode(encoder, ["bb", "a"], "query", tmp_path)
-    assert encoder.calls == 4
+    # the same texts in another order: a new key, assembled from the first entry without encoding
+    assert np.array_equal(cached_encode(encoder, ["bb", "a"], "query", tmp_path), first[[1, 0]])
+    assert encoder.calls == 3
     other = CountingEncoder("fp/2")
     cached_encode(other, ["a", "bb"], "query", tmp_path)
     assert other.calls == 1 and (tmp_path / "fp_2").is_dir()
@@ -189,4 +190,14 @@ def test_cache_recomputes_unreadable_entries_and_can_be_disabled(tmp_path):
     assert encoder.calls == 1 and np.array_equal(np.load(path), vectors)
     cached_encode(encoder, ["x"], "query", None)
     cached_encode(encoder, ["x"], "query", None)
+    assert encoder.calls == 3
+
+
+def test_cache_assembles_a_subset_from_entries_that_hold_all_its_texts(tmp_path):
+    encoder = CountingEncoder()
+    full = cached_encode(encoder, ["a", "bb", "ccc"], "passage", tmp_path)
+    subset = cached_encode(encoder, ["ccc", "a"], "passage", tmp_path)
+    assert encoder.calls == 1 and np.array_equal(subset, full[[2, 0]])
+    cached_encode(encoder, ["a", "dddd"], "passage", tmp_path)  # one text unknown: encoded
+    cached_encode(encoder, ["a"], "query", tmp_path)  # another kind: encoded
     assert encoder.calls == 3
