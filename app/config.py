@@ -32,6 +32,12 @@ class Settings(Limits):
                                                                          "removes; unset = the artifact's")
     languages: list[str] = Field(default_factory=list, description="extra ISO 639-1 codes the language "
                                  "detector considers, besides the model's and the collection's (JSON list)")
+    detection: Literal["served", "all"] = Field(
+        "served", description="what documents without a language are detected among: served = the model's, "
+                              "the collection's and BABELSEARCH_LANGUAGES' languages (a text in another "
+                              "language is unknown and refused; ~80 MB more once the first such document "
+                              "arrives), all = all 75 lingua languages (a new language gets its own shard; "
+                              "~1.3 GB, loaded on the first such document); docs/languages.md")
     warm_up: bool = Field(True, description="load the language detector and run the encoder once before ready")
     threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = one per core")
 

@@ -20,7 +20,7 @@ from app.telemetry import Telemetry, TimedEncoder
 from app.calibration import detector_languages, load_source
 from encoder.files import write_json_atomic
 from indexes import Collection, Document, read_jsonl
-from indexes.languages import KNOWN_LANGUAGES, LanguageDetector, default_detector
+from indexes.languages import KNOWN_LANGUAGES, LanguageDetector, NoLanguages, default_detector
 
 logger = logging.getLogger("babelsearch")
 
@@ -40,7 +40,8 @@ class ServiceState:
         self.encoder = None
         self.collection: Collection | None = None
         self.calibration = None  # encoder.calibration.CalibrationSource, once the model is loaded
-        self.detector: LanguageDetector | None = None  # the languages of the model and the collection
+        self.detector: LanguageDetector | NoLanguages | None = None  # the model's and the collection's languages
+        self._seed_languages: set[str] = set()  # served from the start, before the seed is in
         self.reason = "starting"
         self.ready = False
         self._stop = threading.Event()
@@ -67,12 +68,18 @@ class ServiceState:
         except Exception as exc:  # IndexMismatchError among others: the message says which model built it
             raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
         self.calibration = load_source(settings, self.encoder)
-        self.refresh_counts()
         try:
             seed = self._read_seed() if settings.seed_collection else None
         except StartupError:
             self.collection.close()  # releases the index directory's lock
             raise
+        self._seed_languages = {doc.language for doc in seed or [] if doc.language}
+        self.refresh_counts()
+        if settings.warm_up:
+            # Here, before the port opens: lingua holds the GIL while it loads its models (~3 s for 12
+            # languages), which in the background would stall every request, /livez and /readyz included.
+            self.reason = "loading the language detector"
+            self._warm_up_detector()
         # Seeding and warm-up run in the background: /livez answers meanwhile, /readyz says what is going on.
         self._worker = threading.Thread(target=self._prepare, args=(seed or [],), name="prepare", daemon=True)
         self._worker.start()
@@ -148,12 +155,18 @@ class ServiceState:
         logger.info("seeded %d documents from %s", len(documents), self.settings.seed_collection)
 
     def _warm_up(self) -> None:
-        """Pay the one-off costs before the first user does: lingua loads its language models lazily
-        (2–3 s and ~300 MB for the served languages), ONNX Runtime allocates on its first run."""
+        """Pay the one-off costs before the first user does: ONNX Runtime allocates on its first run (the
+        language detector's models were loaded at start; a language the seed added loads here)."""
         self.reason = "warming up (language detector and encoder)"
-        self.detector.warm_up()
+        self._warm_up_detector()
         self.encoder.encode(["warm-up"], "query")
         logger.info("warm-up done")
+
+    def _warm_up_detector(self) -> None:
+        # Not the all-language detector (nothing served yet, detection=all): ~1.3 GB and 13-21 s, which only
+        # a document without a language should cost.
+        if self.detector.languages and self.detector.languages != KNOWN_LANGUAGES:
+            self.detector.warm_up()
 
     def _mark_ready(self) -> None:
         self.refresh_counts()
@@ -167,18 +180,24 @@ class ServiceState:
     def refresh_counts(self) -> None:
         """Re-read the document counts that /readyz, /metrics and / report (call after every write), and
         let the query language detector know a language the collection just gained. (Documents without a
-        language are labelled among all languages: indexes.languages.default_detector.)"""
+        language are labelled among the served languages or all of them: settings.detection.)"""
         languages = self.collection.languages()
         self.documents, self.language_counts = sum(languages.values()), languages
         self.telemetry.set_documents(languages)
-        wanted = detector_languages(self.calibration, languages, self.settings.languages)
-        if self.detector is None or (wanted and self.detector.languages == KNOWN_LANGUAGES != wanted):
-            # Nothing known yet (a model without statistics, an empty collection): every language lingua
-            # has, with the lower threshold measured for that (documents label themselves the same way).
-            self.detector = LanguageDetector(wanted) if wanted else default_detector()
+        wanted = detector_languages(self.calibration, set(languages) | self._seed_languages, self.settings.languages)
+        if not wanted:
+            # Nothing known yet (a model without statistics, an empty collection). detection=all: every
+            # language lingua has, with the lower threshold measured for that (documents label themselves
+            # the same way); detection=served: nothing to choose from, every text is unknown.
+            if self.detector is None:
+                self.detector = default_detector() if self.settings.detection == "all" else NoLanguages()
+        elif self.detector is None or (self.detector.languages in (frozenset(), KNOWN_LANGUAGES)
+                                       and self.detector.languages != wanted):
+            self.detector = LanguageDetector(wanted)  # the first languages known
         elif not wanted <= self.detector.languages:
             self.detector = self.detector.with_languages(wanted)
         self.collection.detector = self.detector if wanted else None
+        self.collection.document_languages = self.settings.detection
 
     # --- helpers for the routes --------------------------------------------------------------------------
 

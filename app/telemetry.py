@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from encoder.calibration import METHODS as CALIBRATION_METHODS
 
@@ -35,6 +35,8 @@ class Telemetry:
                                 ["method"], registry=self.registry)
         for method in CALIBRATION_METHODS:
             self.searches.labels(method=method)
+        # process_resident_memory_bytes & co.: the serving footprint, readable through the published port
+        ProcessCollector(registry=self.registry)
 
     def set_documents(self, languages: dict) -> None:
         self.documents.clear()

@@ -6,6 +6,9 @@ Layout::
     tokenizer.json       a `tokenizers` tokenizer (no padding/truncation baked in)
     model.onnx           fp32, inputs input_ids/attention_mask, output sentence_embedding
     model.int8.onnx      dynamically quantized int8 variant
+
+An artifact may hold one precision only (``keep_precisions``: the serving image ships int8 alone); its
+``artifact.json`` then lists that file alone, so asking for the other precision is a clear error.
 """
 from __future__ import annotations
 
@@ -78,3 +81,24 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def keep_precisions(directory: str | Path, keep: list[str]) -> ArtifactInfo:
+    """Delete the ONNX files of every precision not in ``keep`` and drop them from ``artifact.json``, after
+    checking each kept file against its recorded sha256. The kept precisions' fingerprints do not change
+    (each is computed from its own file and the contract), so indexes built with them still open."""
+    directory = Path(directory)
+    info = load_artifact_info(directory)
+    unknown = sorted(set(keep) - set(info.files))
+    if unknown or not keep:
+        raise ValueError(f"{directory} has precisions {sorted(info.files)}; cannot keep {unknown or keep}")
+    for precision in keep:
+        entry = info.files[precision]
+        if sha256_file(directory / entry["path"]) != entry["sha256"]:
+            raise ValueError(f"{directory / entry['path']} does not match the sha256 in {ARTIFACT_FILE}")
+    dropped = [info.files.pop(precision)["path"] for precision in sorted(set(info.files) - set(keep))]
+    info.save(directory)  # first: an interrupted run leaves extra files, never a listed file missing
+    for path in dropped:
+        (directory / path).unlink(missing_ok=True)
+    return info
+

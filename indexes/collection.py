@@ -127,8 +127,10 @@ class Collection:
         self.directory = directory
         self.encoder = encoder
         # the languages served (None: not known); documents added without a language are detected among
-        # all languages, with these preferred for non-Latin scripts (indexes.languages.detect_documents)
+        # all languages, with these preferred for non-Latin scripts, or with ``document_languages =
+        # "served"`` among these alone (indexes.languages.detect_documents)
         self.detector: LanguageDetector | None = None
+        self.document_languages = "all"
         self._manifest = manifest
         self._store = store
         self._lock = lock
@@ -325,17 +327,26 @@ class Collection:
         prepared = list(by_id.values())
         unknown = [i for i, doc in enumerate(prepared) if doc.language is None]
         if unknown:
-            detected = detect_documents([prepared[i].text for i in unknown], self.detector)
+            detected = detect_documents([prepared[i].text for i in unknown], self.detector, self.document_languages)
             failed = [(prepared[i].id, found) for i, found in zip(unknown, detected) if found.language is None]
             if failed:
-                shown = ", ".join(f"{doc_id!r}" + (f" (best guess {found.best_guess}, confidence {found.confidence:.2f} "
-                                                   f"< {default_detector().min_confidence})" if found.best_guess else "")
-                                  for doc_id, found in failed[:5])
+                shown = ", ".join(f"{doc_id!r}" + self._why_unknown(found) for doc_id, found in failed[:5])
                 raise ValueError(f"cannot tell the language of {len(failed)} document(s): {shown}; give them a "
                                  "'language' (ISO 639-1)")
             for i, found in zip(unknown, detected):
                 prepared[i].language = found.language
         return prepared
+
+    def _why_unknown(self, found) -> str:
+        served = self.detector.languages if self.detector is not None else frozenset()
+        if self.document_languages == "served" and not served:
+            return " (no language is served yet)"
+        if found.best_guess is None:
+            return ""
+        if self.document_languages == "served" and found.best_guess not in served:
+            return f" (looks like {found.best_guess}, which this collection does not serve yet)"
+        detector = self.detector if self.document_languages == "served" else default_detector()
+        return f" (best guess {found.best_guess}, confidence {found.confidence:.2f} < {detector.min_confidence})"
 
     def _vectors_for(self, documents: list[Document], stored: dict[str, StoredRow], batch_size: int, progress: bool) -> np.ndarray:
         """Passage vectors: reused from the store where the text is unchanged, encoded otherwise."""

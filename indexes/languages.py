@@ -33,6 +33,10 @@ DEFAULT_MIN_CONFIDENCE = 0.55
 # with this lower threshold: among 75 languages a plain French sentence can score 0.45. Measured on NTREX
 # sentences (docs/languages.md): 0.990 right, 0.003 wrong; single words: 0.600 right, 0.067 wrong.
 DOCUMENT_MIN_CONFIDENCE = 0.3
+# One text per script that several lingua languages share, each with words of 5+ letters (lingua's largest
+# n-grams): detecting them loads every model that detection among any allowed set can need
+# (LanguageDetector.warm_up). Scripts one language alone uses (Greek, Thai, Hangul, ...) need no models.
+WARM_UP_PROBES = ("hello world", "привет мир", "سلام دنیا", "नमस्ते दुनिया", "你好世界", "こんにちは世界")
 # lingua's cost grows with the text; its verdict does not change past a few sentences.
 MAX_DETECT_CHARS = 2000
 # A text whose letters are at least this share non-Latin is decided on its non-Latin letters alone: Greek,
@@ -124,12 +128,14 @@ class LanguageDetector:
         return self._detector
 
     def warm_up(self) -> None:
-        """Build now and load every allowed language's models (otherwise loaded lazily, on first need);
-        the models go to lingua's shared cache, so a detector already built benefits too."""
-        with self._lock:
-            preloaded = self._build(preload=True)
-            if self._detector is None:
-                self._detector = preloaded
+        """Load now the models detection can need (otherwise loaded on first need, holding the GIL); they
+        go to lingua's shared cache, so a detector already built benefits too.
+
+        Loaded by use, not all preloaded: lingua decides a text whose script only one allowed language uses
+        by rule, without models, and loads models only for languages that share the text's script. One
+        probe per shared script (WARM_UP_PROBES) loads exactly those: for the demo's 12 languages
+        ~190 MB (the Latin-script ones) instead of ~270 MB (docs/languages.md)."""
+        self._lingua().compute_language_confidence_values_in_parallel(list(WARM_UP_PROBES))
 
     def _decide(self, values: Sequence) -> Detection:
         if not values or values[0].value <= 0.0:  # no letters, or a script no allowed language uses
@@ -149,6 +155,31 @@ class LanguageDetector:
         if not texts:
             return []
         return [self._decide(values) for values in self._lingua().compute_language_confidence_values_in_parallel(texts)]
+
+
+class NoLanguages:
+    """The detector of a service that serves no language yet and detects only among served ones: every
+    text is unknown, and nothing is loaded."""
+
+    languages: frozenset[str] = frozenset()
+    min_confidence = DEFAULT_MIN_CONFIDENCE
+    low_accuracy = False
+
+    def __repr__(self) -> str:
+        return "NoLanguages()"
+
+    def detect(self, text: str) -> Detection:
+        return Detection(None, 0.0, None)
+
+    def detect_many(self, texts: Sequence[str]) -> list[Detection]:
+        return [Detection(None, 0.0, None) for _ in texts]
+
+    def warm_up(self) -> None:
+        pass
+
+    def with_languages(self, languages: Iterable[str]) -> "LanguageDetector | NoLanguages":
+        languages = list(languages)
+        return LanguageDetector(languages) if languages else self
 
 
 # --- module-level default, used by detect_language / detect_languages ------------------------------------------
@@ -191,13 +222,51 @@ def mostly_non_latin(text: str) -> bool:
     return letters > 0 and letters - len(_LATIN.findall(text[:MAX_DETECT_CHARS])) >= NON_LATIN_SHARE * letters
 
 
-def detect_documents(texts: Sequence[str], served: LanguageDetector | None = None) -> list[Detection]:
-    """Languages of documents added without one: among all languages (``default_detector``), so a
-    document in a language not served yet gets its own shard rather than a wrong one. Except that a text
-    written mostly in a non-Latin script takes the served language of that script when ``served`` (the
-    languages already served) is sure of it: lingua labels 91 of the 1,190 XQuAD-R Hindi questions
-    Marathi among all languages, none when Hindi is served and Marathi is not."""
-    broad = default_detector().detect_many(list(texts))
+# ``detect_documents(..., among="served")``: the served detector labels a document, and this all-language
+# detector in low-accuracy mode only vetoes: a text it places, with at least this confidence, in a language
+# that is not served is "unknown". Low accuracy holds ~80 MB of models and loads in ~1 s, against ~1.3 GB and
+# 13-21 s for all 75 languages in high accuracy. Threshold: docs/languages.md (bench_document_languages.py).
+GUARD_MIN_CONFIDENCE = 0.5
+_guard: LanguageDetector | None = None
+
+
+def guard_detector() -> LanguageDetector:
+    """All languages, low accuracy: what ``detect_documents(among="served")`` vetoes with (built once)."""
+    global _guard
+    if _guard is None:
+        with _detector_lock:
+            if _guard is None:
+                _guard = LanguageDetector(None, min_confidence=GUARD_MIN_CONFIDENCE, low_accuracy=True)
+    return _guard
+
+
+DOCUMENT_AMONG = ("all", "served")
+
+
+def detect_documents(texts: Sequence[str], served: LanguageDetector | None = None,
+                     among: str = "all") -> list[Detection]:
+    """Languages of documents added without one.
+
+    ``among="all"``: among all languages (``default_detector``), so a document in a language not served yet
+    gets its own shard rather than a wrong one. Except that a text written mostly in a non-Latin script
+    takes the served language of that script when ``served`` (the languages already served) is sure of it:
+    lingua labels 91 of the 1,190 XQuAD-R Hindi questions Marathi among all languages, none when Hindi is
+    served and Marathi is not.
+
+    ``among="served"`` (what the service does, to stay lean): only the languages of ``served``; a text
+    that ``guard_detector`` places in another language is unknown, its ``best_guess`` that language (the
+    caller refuses it: give it a language to add one). Nothing served: every text is unknown."""
+    if among not in DOCUMENT_AMONG:
+        raise ValueError(f"among must be one of {DOCUMENT_AMONG}, got {among!r}")
+    texts = list(texts)
+    if among == "served":
+        if served is None:
+            return [Detection(None, 0.0, None) for _ in texts]
+        vetoes = guard_detector().detect_many(texts)
+        return [Detection(None, veto.confidence, veto.language)
+                if veto.language is not None and veto.language not in served.languages else found
+                for found, veto in zip(served.detect_many(texts), vetoes)]
+    broad = default_detector().detect_many(texts)
     if served is None:
         return broad
     scripted = [i for i, text in enumerate(texts) if mostly_non_latin(text)]

@@ -21,7 +21,7 @@ done
 
 # The comparison: the base model and the three runs on the XQuAD-R test half (never trained on), at both
 # precisions (fp32 = the trained weights; int8 = what the service runs by default).
-[ -f artifacts/models/e5-small-base/artifact.json ] || make model
+[ -f artifacts/models/e5-small-base/artifact.json ] || make base-model
 for precision in ${PRECISIONS:-fp32 int8}; do
   "$PY" -m evaluation lareqa --split test --precision "$precision" --out "reports/xquad-r-test-$precision" \
     --model artifacts/models/e5-small-base --name base \

@@ -54,9 +54,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def make_settings(tmp_path: Path, model_dir: Path, seed: Path | None = None, **overrides) -> Settings:
-    # warm_up off: it loads every lingua model (~10 s, ~1 GB) before /readyz turns 200
+    # warm_up off: it loads every lingua model (~10 s, ~1 GB) before /readyz turns 200. detection=all: the
+    # seed's "paris-fr" has no language and French nothing else; test_app_detection.py covers "served".
     values = dict(model_dir=model_dir, index_dir=tmp_path / "index", seed_collection=seed, precision="fp32",
-                  warm_up=False)
+                  warm_up=False, detection="all")
     values.update(overrides)
     return Settings(**values)
 

@@ -485,7 +485,7 @@ from app.config import Settings
 from app.config import Settings
 from app.main import create_app
 settings = Settings(model_dir={str(tiny_artifact)!r}, index_dir={str(tmp_path / 'index')!r},
-                    seed_collection={str(seed_file)!r}, warm_up=False)
+                    seed_collection={str(seed_file)!r}, warm_up=False, detection="all")
 with TestClient(create_app(settings)) as client:
     import time
     while client.get("/readyz").status_code != 200:

@@ -111,7 +111,8 @@ def test_schemathesis_with_all_checks_finds_nothing(tmp_path, tiny_artifact):
     port = free_port()
     env = {**os.environ, "BABELSEARCH_MODEL_DIR": str(tiny_artifact), "BABELSEARCH_INDEX_DIR": str(tmp_path / "idx"),
            "BABELSEARCH_SEED_COLLECTION": str(write_jsonl(tmp_path / "seed.jsonl", sample_rows())),
-           "BABELSEARCH_API_KEY": "fuzz-key", "BABELSEARCH_WARM_UP": "false", "BABELSEARCH_PRECISION": "fp32"}
+           "BABELSEARCH_API_KEY": "fuzz-key", "BABELSEARCH_WARM_UP": "false", "BABELSEARCH_PRECISION": "fp32",
+           "BABELSEARCH_LANGUAGES": '["fr"]'}  # the seed's unlabelled French document is its only French one
     log = (tmp_path / "server.log").open("w+")
     server = subprocess.Popen(["timeout", "240", sys.executable, "-m", "app", "--host", "127.0.0.1", "--port",
                                str(port), "--log-level", "warning"], cwd=ROOT, env=env, stdout=log,

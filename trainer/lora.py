@@ -54,6 +54,10 @@ def save_adapter(encoder: SentenceEncoder, directory: str | Path, settings: Lora
         state = {k: v.detach().to(torch.float16) for k, v in get_peft_model_state_dict(encoder.backbone).items()}
     encoder.backbone.save_pretrained(str(out), state_dict=state)
     (out / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+    config_file = out / ADAPTER_CONFIG  # name the base model, not this machine's path to its checkpoint
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = encoder.base_model
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     if record is not None:
         (out / "training.json").write_text(json.dumps({"base_model": encoder.base_model, **record}, indent=2,
                                                       ensure_ascii=False) + "\n", encoding="utf-8")
