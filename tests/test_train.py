@@ -109,6 +109,25 @@ def test_shipped_configs_load():
     assert budgets[0] == budgets[1] == budgets[2]  # the comparison differs in alpha only
 
 
+def test_the_zero_shot_comparison_differs_in_alpha_only():
+    budgets = [{k: v for k, v in load_config(ROOT / "configs" / "zeroshot" / f"{n}.yaml").to_dict().items()
+                if k not in ("alpha", "output_dir")} for n in ("xx_mono", "xy", "hybrid")]
+    assert budgets[0] == budgets[1] == budgets[2]
+
+
+def test_every_shipped_config_loads_and_the_zero_shot_ones_never_see_xquad_r():
+    configs = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        config = load_config(path)
+        if "zeroshot" in path.parts or path.stem == "recommended" or "ablations" in path.parts:
+            assert config.dev is None and not any("xquad" in d.path for d in config.datasets), path
+    recommended = load_config(ROOT / "configs" / "recommended.yaml")
+    assert recommended.lora is not None and recommended.distill is None
+    gpu = load_config(ROOT / "configs" / "gpu" / "recommended.yaml")
+    assert (gpu.device, gpu.precision, gpu.lora) == ("cuda", "bf16", recommended.lora)
+
+
 # -------------------------------------------------------------------------------- training
 
 
