@@ -131,3 +131,8 @@ def test_a_lora_distillation_run_resumes_and_exports_its_adapter(tmp_path):
     texts = ["the water boils", "Der Hund rennt"]
     expected = merged.embed(texts, "passage").numpy()
     assert np.abs(onnx.encode(texts, "passage") - expected).max() < 1e-5
+
+
+def test_a_missing_parallel_text_source_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="distill.ntrex: .*nowhere does not exist"):
+        DistillationObjective(DistillConfig(ntrex=str(tmp_path / "nowhere")), tiny_encoder(), tmp_path, 0, 0)

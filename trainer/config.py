@@ -113,10 +113,7 @@ class DistillConfig:
             raise ValueError(f"{where}.squad2_fi_questions must be >= 1, got {self.squad2_fi_questions}")
         if self.max_length < 8:
             raise ValueError(f"{where}.max_length must be >= 8, got {self.max_length}")
-        for name in ("ntrex", "squad2_fi"):
-            value = getattr(self, name)
-            if value is not None and not Path(value).exists():
-                raise ValueError(f"{where}.{name}: {value} does not exist")
+        # Paths are checked when the run loads them (trainer.distill), like the datasets' paths.
 
 
 @dataclass

@@ -131,6 +131,10 @@ class DistillationObjective:
     def __init__(self, settings: DistillConfig, encoder: SentenceEncoder, run_dir: Path, seed: int, rank: int,
                  write: bool = True) -> None:
         self.settings = settings
+        for name in ("ntrex", "squad2_fi"):
+            value = getattr(settings, name)
+            if value is not None and not Path(value).exists():
+                raise FileNotFoundError(f"distill.{name}: {value} does not exist")
         self.sources: list[list[ParallelText]] = []
         shares = []
         if settings.ntrex:
