@@ -144,13 +144,10 @@ class DistillationObjective:
             self.sources.append(squad2_fi_parallel(settings.squad2_fi, settings.squad2_fi_questions))
             shares.append(1 - settings.ntrex_share if settings.ntrex else 1.0)
         self.shares = np.array(shares) / sum(shares)
-        every = [item for source in self.sources for item in source]
+        self.texts = [item for source in self.sources for item in source]  # teacher row -> its text
         self.offsets = np.cumsum([0] + [len(source) for source in self.sources])
-        self.teacher = teacher_vectors(encoder, every, run_dir / TEACHER_FILE, write=write)
+        self.teacher = teacher_vectors(encoder, self.texts, run_dir / TEACHER_FILE, write=write)
         self.rng = np.random.default_rng([seed, rank, 0xD157])
-
-    def describe(self) -> dict:
-        return {"pairs": {i: len(s) for i, s in enumerate(self.sources)}, "shares": self.shares.tolist()}
 
     def draw(self) -> list[tuple[int, str, str]]:
         """(teacher row, language, translated text) for one step's pairs."""
@@ -162,20 +159,16 @@ class DistillationObjective:
             picks.append((int(self.offsets[source_index]) + row, language, text))
         return picks
 
-    def _item(self, row: int) -> ParallelText:
-        source = int(np.searchsorted(self.offsets, row, side="right") - 1)
-        return self.sources[source][row - int(self.offsets[source])]
-
     def loss(self, step: StepInputs) -> torch.Tensor:
         picks = self.draw()
         losses = []
         for kind in ("query", "passage"):
-            rows = [row for row, _, _ in picks if self._item(row).kind == kind]
-            texts = [text for row, _, text in picks if self._item(row).kind == kind]
+            rows = [row for row, _, _ in picks if self.texts[row].kind == kind]
+            texts = [text for row, _, text in picks if self.texts[row].kind == kind]
             if not rows:
                 continue
             if self.settings.guard:
-                texts += [self._item(row).source for row in rows]
+                texts += [self.texts[row].source for row in rows]
                 rows += rows
             student = step.embed(texts, kind, self.settings.max_length)
             target = self.teacher[rows].to(student.device)
