@@ -31,22 +31,22 @@ def training_method(config: Any) -> str:
     return f"{method}; LoRA adapter r={config.lora.r}" if config.lora is not None else method
 
 
-def _merged(encoder: Any, config: Any, adapter_dir: Path | None, record: dict) -> Any:
-    """A LoRA run's encoder with its adapter saved (when ``adapter_dir``) and folded into the weights."""
-    if config.lora is None:
-        return encoder
-    from trainer import lora
+def _export(encoder: Any, config: Any, target: Path, adapter_dir: Path, record: dict) -> Path:
+    """Write the artifact of ``encoder`` to ``target``. A LoRA run's adapter is saved to ``adapter_dir`` first
+    and folded into the weights; the artifact's calibration statistics are copied beside it afterwards, so the
+    adapter carries them (``trainer.export --adapter`` uses them where NTREX-128 is not at hand)."""
+    from trainer.export import export_artifact
 
-    if adapter_dir is not None:
+    if config.lora is not None:
+        from trainer import lora
+
         lora.save_adapter(encoder, adapter_dir, config.lora, record)
-    return lora.merge(encoder)
-
-
-def _ship_calibration(config: Any, artifact: Path, adapter_dir: Path) -> None:
-    """A LoRA run's adapter carries its model's calibration statistics (``trainer.export --adapter`` copies
-    them), so the model built from it is calibrated where NTREX-128 is not at hand."""
-    if config.lora is not None and (artifact / CALIBRATION_FILE).is_file():
-        shutil.copyfile(artifact / CALIBRATION_FILE, adapter_dir / CALIBRATION_FILE)
+        encoder = lora.merge(encoder)
+    path = export_artifact(encoder.eval(), target, training=record, quantize=config.quantize,
+                           calibration_data=config.calibration_data)
+    if config.lora is not None and (path / CALIBRATION_FILE).is_file():
+        shutil.copyfile(path / CALIBRATION_FILE, adapter_dir / CALIBRATION_FILE)
+    return path
 
 
 def training_record(trainer: Any, stopped: str) -> dict:
@@ -73,18 +73,13 @@ def training_record(trainer: Any, stopped: str) -> dict:
 def export_trained(trainer: Any, stopped: str) -> Path | None:
     """Rank 0 exports the trainer's best (else current) weights to ``<output_dir>/artifact``; every rank
     must call it (it ends in a barrier). Returns the artifact's path on rank 0, None elsewhere."""
-    from trainer.export import export_artifact
-
     path = None
     if trainer.ctx.is_main:
         encoder, best = trainer.encoder, trainer.out / BEST_FILE
         if trainer.dev.best is not None:
             ckpt.load_trainable_state(encoder, ckpt.load(best)["model"], best)
-        record = trainer.training_record(stopped)
-        encoder = _merged(encoder.cpu(), trainer.config, trainer.out / ADAPTER_DIR, record).eval()
-        path = export_artifact(encoder, trainer.out / ARTIFACT_DIR, training=record,
-                               quantize=trainer.config.quantize, calibration_data=trainer.config.calibration_data)
-        _ship_calibration(trainer.config, path, trainer.out / ADAPTER_DIR)
+        path = _export(encoder.cpu(), trainer.config, trainer.out / ARTIFACT_DIR, trainer.out / ADAPTER_DIR,
+                       trainer.training_record(stopped))
         tqdm.write(f"exported {path}")
     dist_utils.barrier()
     return path
@@ -103,8 +98,6 @@ def run_encoder(run_dir: str | Path, weights: str = "last") -> tuple[Any, Any, d
 def export_run(run_dir: str | Path, weights: str = "last", out: str | Path | None = None) -> Path:
     """Export a run's ``last`` (checkpoint) or ``best`` (dev) weights to an artifact, e.g. to compare runs
     at an equal number of steps whatever their dev split picked."""
-    from trainer.export import export_artifact
-
     run_dir = Path(run_dir)
     encoder, config, checkpoint, state = run_encoder(run_dir, weights)
     previous = run_dir / ARTIFACT_DIR / "artifact.json"
@@ -112,8 +105,4 @@ def export_run(run_dir: str | Path, weights: str = "last", out: str | Path | Non
         "config": checkpoint["config"], "steps": checkpoint["step"]}
     record["exported_weights"] = f"{weights}: step {state['step']}"
     target = Path(out or run_dir / f"{ARTIFACT_DIR}-{weights}")
-    encoder = _merged(encoder, config, target.with_name(target.name + "-adapter"), record)
-    path = export_artifact(encoder.eval(), target, training=record,
-                           quantize=config.quantize, calibration_data=config.calibration_data)
-    _ship_calibration(config, path, target.with_name(target.name + "-adapter"))
-    return path
+    return _export(encoder, config, target, target.with_name(target.name + "-adapter"), record)
