@@ -112,15 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     encoder = load_base(args.base, max_length=args.max_length)
     training, shipped = None, None
     if args.adapter is not None:
-        encoder, training = merge_adapter(encoder, args.adapter)
-        shipped = args.adapter / CALIBRATION_FILE
-    if args.no_calibration or (shipped is not None and shipped.is_file()):
-        calibration = None
-    else:
-        calibration = calibration_source(args.ntrex)
-    path = export_artifact(encoder, args.out, training=training, quantize=not args.no_int8, calibration_data=calibration)
-    if not args.no_calibration and shipped is not None and shipped.is_file():
+        try:
+            encoder, training = merge_adapter(encoder, args.adapter)
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: --adapter: {error}") from None
         # An adapter carries its model's statistics: the same model without NTREX-128 (an image build).
+        if not args.no_calibration and (args.adapter / CALIBRATION_FILE).is_file():
+            shipped = args.adapter / CALIBRATION_FILE
+    calibration = None if args.no_calibration or shipped else calibration_source(args.ntrex)
+    path = export_artifact(encoder, args.out, training=training, quantize=not args.no_int8, calibration_data=calibration)
+    if shipped:
         shutil.copyfile(shipped, path / CALIBRATION_FILE)
     print(f"wrote {path}")
     if args.sentence_transformers:
@@ -131,15 +132,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def merge_adapter(encoder: SentenceEncoder, adapter: Path) -> tuple[SentenceEncoder, dict]:
     """The base with the adapter folded in, and the adapter's training record (its ``training.json``)."""
-    from trainer.lora import load_adapter
+    from trainer.lora import ADAPTER_WEIGHTS, load_adapter
 
-    try:
-        encoder = load_adapter(encoder, adapter)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: --adapter: {error}") from None
+    encoder = load_adapter(encoder, adapter)
     record_file = adapter / "training.json"
     record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else {}
-    from trainer.lora import ADAPTER_WEIGHTS
 
     # Provenance without this machine's paths: the adapter's folder name and the hash of its weights.
     return encoder, {**record, "adapter": {"name": adapter.resolve().name,
