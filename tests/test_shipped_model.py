@@ -13,6 +13,7 @@ import pytest
 from encoder.calibration import CALIBRATION_FILE, ArtifactCalibration
 from tests.conftest import ROOT
 from trainer.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from trainer.quantize import QUANTIZATION_FILE
 
 ADAPTER = ROOT / "adapters" / "recommended"
 MAX_ADAPTER_BYTES = 5 * 1024 * 1024  # issue 15: the shipped delta stays under 5 MB
@@ -31,7 +32,7 @@ UNRELATED = ["The football season ends in May.", "Bread is baked from flour and 
 
 def test_the_adapter_is_small_and_says_how_it_was_made():
     files = {path.name: path.stat().st_size for path in ADAPTER.iterdir()}
-    assert {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "training.json", CALIBRATION_FILE} <= set(files)
+    assert {ADAPTER_CONFIG, ADAPTER_WEIGHTS, "training.json", CALIBRATION_FILE, QUANTIZATION_FILE} <= set(files)
     assert sum(files.values()) <= MAX_ADAPTER_BYTES
     record = json.loads((ADAPTER / "training.json").read_text(encoding="utf-8"))
     assert record["config"]["lora"] is not None and record["steps"] == record["config"]["steps"]
@@ -72,3 +73,24 @@ def test_build_model_merges_the_adapter_and_carries_its_statistics(served_model,
     # And it is still a retrieval model: the English question finds the English answer among distractors.
     query = served.encode(["When does the museum open its modern art wing?"], "query")
     assert int(np.argmax(served.encode([PARALLEL["en"], *UNRELATED], "passage") @ query[0])) == 0
+
+
+@pytest.mark.real_model
+def test_the_served_int8_model_is_static_batched_and_close_to_fp32(served_model):
+    """Built from the adapter's int8 recipe (no calibration data needed): a text's int8 vector is the same
+    alone and in a batch of 64, and close to its fp32 vector."""
+    from encoder.artifact import load_artifact_info
+    from encoder.runtime import OnnxEncoder
+    from tests.multilingual_sample import SENTENCES
+
+    assert load_artifact_info(served_model).quantization("int8") == "static"
+    assert (served_model / QUANTIZATION_FILE).read_bytes() == (ADAPTER / QUANTIZATION_FILE).read_bytes()
+    texts = (SENTENCES + list(PARALLEL.values()) + UNRELATED) * 2
+    texts = [f"{text} {i}" for i, text in enumerate(texts)][:64]
+    int8 = OnnxEncoder(served_model, "int8")
+    assert int8.batch_independent
+    together = int8.encode(texts, "passage", batch_size=64)
+    alone = np.concatenate([int8.encode([text], "passage") for text in texts])
+    assert np.abs(together - alone).max() <= 1e-6
+    cosine = np.sum(together * OnnxEncoder(served_model, "fp32").encode(texts, "passage"), axis=1)
+    assert cosine.mean() >= 0.985 and cosine.min() >= 0.97  # measured on 512 XQuAD-R sentences: 0.992 / 0.985

@@ -16,6 +16,7 @@ from trainer import distributed as dist_utils
 from trainer.build import build_encoder
 from trainer.checkpoints import ARTIFACT_DIR, BEST_FILE
 from trainer.config import config_from_dict
+from trainer.quantize import QUANTIZATION_FILE
 
 
 ADAPTER_DIR = "adapter"
@@ -33,8 +34,9 @@ def training_method(config: Any) -> str:
 
 def _export(encoder: Any, config: Any, target: Path, adapter_dir: Path, record: dict) -> Path:
     """Write the artifact of ``encoder`` to ``target``. A LoRA run's adapter is saved to ``adapter_dir`` first
-    and folded into the weights; the artifact's calibration statistics are copied beside it afterwards, so the
-    adapter carries them (``trainer.export --adapter`` uses them where NTREX-128 is not at hand)."""
+    and folded into the weights; the artifact's calibration statistics and int8 recipe are copied beside it
+    afterwards, so the adapter carries them (``trainer.export --adapter`` uses them where NTREX-128 is not at
+    hand)."""
     from trainer.export import export_artifact
 
     if config.lora is not None:
@@ -44,8 +46,10 @@ def _export(encoder: Any, config: Any, target: Path, adapter_dir: Path, record: 
         encoder = lora.merge(encoder)
     path = export_artifact(encoder.eval(), target, training=record, quantize=config.quantize,
                            calibration_data=config.calibration_data)
-    if config.lora is not None and (path / CALIBRATION_FILE).is_file():
-        shutil.copyfile(path / CALIBRATION_FILE, adapter_dir / CALIBRATION_FILE)
+    if config.lora is not None:
+        for shipped in (CALIBRATION_FILE, QUANTIZATION_FILE):
+            if (path / shipped).is_file():
+                shutil.copyfile(path / shipped, adapter_dir / shipped)
     return path
 
 
