@@ -26,6 +26,16 @@ def return_freed_memory() -> None:
         pass
 
 
+def set_threads() -> None:
+    """Threads, set once for the process before numpy and FAISS load (OpenMP reads OMP_NUM_THREADS when it
+    loads; ``omp_set_num_threads`` later would only change the calling thread). FAISS and the OpenBLAS it
+    bundles run one thread per calling thread: searches are parallel across request threads, and one query
+    gains nothing from a thread team, which on busy cores costs up to ~100 ms to wake (indexes.shards). The
+    encoder's threads are ONNX Runtime's intra-op pool (BABELSEARCH_THREADS), used by the one encoder worker
+    (app.batching). An OMP_NUM_THREADS already set is kept."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -33,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     return_freed_memory()  # before the model loads
+    set_threads()  # before numpy and faiss are imported (app.config, app.main)
     # Libraries (faiss's loader) stay at WARNING; the service's own logger follows --log-level.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
     logging.getLogger("babelsearch").setLevel(args.log_level.upper())

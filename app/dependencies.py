@@ -50,17 +50,20 @@ async def require_api_key(
     return state
 
 
-async def encoder_slot(state: ServiceState = Depends(ready_state)):
-    """Ready, and one of ``max_encoder_requests`` slots held for the whole request (429 when none is free)."""
-    with state.encoder_gate.enter():
-        yield state
+async def encoder_slot(state: ServiceState = Depends(ready_state)) -> ServiceState:
+    """Ready, and room in the encoder's queue (``max_encoder_requests``): 429 at once when it is full, before
+    the request takes a worker thread or does any work. Nothing is held: the queue itself (app.batching)
+    admits the encode call, and refuses it the same way if the queue filled up meanwhile."""
+    state.encoder.admit()
+    return state
 
 
-async def writer_slot(state: ServiceState = Depends(require_api_key)):
-    with state.encoder_gate.enter():
-        yield state
+async def writer_slot(state: ServiceState = Depends(require_api_key)) -> ServiceState:
+    state.encoder.admit()
+    return state
 
 
 async def audit_slot(state: ServiceState = Depends(ready_state)):
-    with state.audit_gate.enter(), state.encoder_gate.enter():
+    state.encoder.admit()
+    with state.audit_gate.enter():
         yield state

@@ -91,7 +91,7 @@ DESCRIPTIONS = {
     413: "request body or token count over a limit (GET /info lists them)",
     415: "the body is not sent as `Content-Type: application/json`",
     422: "a value the service cannot take; the message names the field",
-    429: "too many requests doing encoder work at once: retry after `Retry-After` seconds",
+    429: "the encoder's queue is full (or, for /audit, another audit runs): retry after `Retry-After` seconds",
     503: "not ready yet (model, index or seed loading) or failed: the message says why",
 }
 

@@ -41,9 +41,19 @@ class Limits(BaseSettings):
     audit_max_tokens: int = Field(
         32768, ge=1, description="tokens of the query texts one /audit encodes: a self-audit keeps the queries "
                                  "that fit, explicit queries above it are refused")
+    # The encoder's queue (app.batching): one worker encodes concurrent requests together. This bound replaces
+    # the old whole-request gate: it is checked at the door (before any work) and when a request queues.
     max_encoder_requests: int = Field(
-        16, ge=1, description="requests doing encoder work at once (/search, /v1/embeddings, POST /documents, "
-                              "/audit); the next one is answered 429 with Retry-After")
+        16, ge=1, description="requests waiting for the encoder or in its running batch (/search, "
+                              "/v1/embeddings, POST /documents, /audit); the next one is answered 429 with "
+                              "Retry-After at once")
+    max_encoder_batch: int = Field(
+        32, ge=1, description="texts of one kind (query or passage) the encoder worker embeds in one call, "
+                              "from concurrent requests; a request with more goes in chunks of this size, "
+                              "with other requests' texts encoded between them")
+    encoder_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="milliseconds a request waits for others to join its encoder batch "
+                                        "(0: only those already queued join)")
     max_concurrent_audits: int = Field(1, ge=1, description="/audit requests at once (429 above)")
 
 

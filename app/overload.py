@@ -1,5 +1,8 @@
 """Admission: a bounded number of requests doing expensive work at once; the next one is answered 429 with
-``Retry-After`` at once instead of waiting in a queue that only grows under overload."""
+``Retry-After`` at once instead of waiting in a queue that only grows under overload.
+
+Audits use it (``max_concurrent_audits``): each ranks the whole collection, work the encoder's queue does not
+see. Encoder work itself is bounded by that queue (``app.batching``, ``max_encoder_requests``)."""
 from __future__ import annotations
 
 import threading

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
+from app.batching import BatchingEncoder
 from app.config import Settings
 from app.overload import Gate
 from app.telemetry import Telemetry, TimedEncoder
@@ -51,8 +53,8 @@ class ServiceState:
         # Counts cached after every write: /readyz and /metrics answer from them, never waiting on the index.
         self.documents = 0
         self.language_counts: dict[str, int] = {}
-        self.encoder_gate = Gate("requests doing encoder work", settings.max_encoder_requests,
-                                 "max_encoder_requests")
+        # Encoder work is bounded by the encoder's own queue (BatchingEncoder, max_encoder_requests); audits
+        # also rank the whole collection per query, so they have a gate of their own.
         self.audit_gate = Gate("audits", settings.max_concurrent_audits, "max_concurrent_audits")
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -61,7 +63,25 @@ class ServiceState:
         settings = self.settings
         self.reason = f"loading model from {settings.model_dir}"
         encoder = self._injected_encoder or self._load_encoder()
-        self.encoder = TimedEncoder(encoder, self.telemetry)
+        # Everything encodes through one worker (app.batching): the routes, the collection's writes, the seed,
+        # the warm-up. TimedEncoder inside it, so the encode metrics time real encoder calls (one per batch).
+        self.encoder = BatchingEncoder(
+            TimedEncoder(encoder, self.telemetry), max_pending=settings.max_encoder_requests,
+            max_batch_texts=settings.max_encoder_batch, wait_s=settings.encoder_batch_wait_ms / 1000,
+            on_batch=self.telemetry.observe_batch)
+        self.telemetry.encoder_pending.set_function(lambda: self.encoder.pending)
+        self.encoder.start()
+        logger.info("threads: one encoder worker with %s ONNX Runtime intra-op threads (BABELSEARCH_THREADS); "
+                    "FAISS/OpenMP %s per search thread (OMP_NUM_THREADS)", settings.threads or "one per core",
+                    os.environ.get("OMP_NUM_THREADS", "the OpenMP default"))
+        try:
+            self._open_index()
+        except BaseException:
+            self.encoder.stop()  # no worker thread outlives a failed start
+            raise
+
+    def _open_index(self) -> None:
+        settings = self.settings
         self.reason = f"opening index at {settings.index_dir}"
         try:
             self.collection = Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type)
@@ -87,7 +107,9 @@ class ServiceState:
     def stop(self) -> None:
         self._stop.set()
         if self._worker is not None:
-            self._worker.join()
+            self._worker.join()  # its encode call, if any, completes first: the encoder worker still runs
+        if isinstance(self.encoder, BatchingEncoder):
+            self.encoder.stop()
         if self.collection is not None:
             self.collection.close()
         self.ready = False

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 from encoder.calibration import METHODS as CALIBRATION_METHODS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)  # the batch wait is ms
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # Label values stay a bounded set: any other method is "other", a path no route matches is "unmatched".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -27,6 +29,17 @@ class Telemetry:
             ["kind"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.encoded_texts = Counter(
             "babelsearch_encoded_texts", "texts embedded by the encoder", ["kind"], registry=self.registry)
+        # app.batching: how many requests each encoder call served, how long they queued for it, and how
+        # many are queued or being encoded now (the bound BABELSEARCH_MAX_ENCODER_REQUESTS applies to).
+        self.batch_requests = Histogram(
+            "babelsearch_encode_batch_requests", "requests whose texts one encoder call embedded",
+            ["kind"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.queue_wait = Histogram(
+            "babelsearch_encode_queue_wait_seconds", "time a request waited for its encoder batch to start",
+            ["kind"], buckets=WAIT_BUCKETS, registry=self.registry)
+        self.encoder_pending = Gauge(
+            "babelsearch_encoder_pending", "requests queued for the encoder or in its running batch",
+            registry=self.registry)
         self.documents = Gauge(
             "babelsearch_documents", "documents in the collection per language", ["language"], registry=self.registry)
         self.ready = Gauge("babelsearch_ready", "1 when model and index are loaded", registry=self.registry)
@@ -42,6 +55,12 @@ class Telemetry:
         self.documents.clear()
         for language, count in languages.items():
             self.documents.labels(language=language or "und").set(count)
+
+    def observe_batch(self, kind: str, requests: int, texts: int, waits: list[float]) -> None:
+        self.batch_requests.labels(kind=kind).observe(requests)
+        histogram = self.queue_wait.labels(kind=kind)
+        for wait in waits:
+            histogram.observe(wait)
 
     def export(self) -> bytes:
         return generate_latest(self.registry)
@@ -77,7 +96,7 @@ class TelemetryMiddleware:
 
 
 class TimedEncoder:
-    """The encoder as the index and the routes see it: same interface, every ``encode`` call timed."""
+    """The encoder as the batching worker calls it: same interface, every ``encode`` call (one batch) timed."""
 
     def __init__(self, encoder, telemetry: Telemetry) -> None:
         self._encoder, self._telemetry = encoder, telemetry

@@ -1,5 +1,5 @@
-"""Overload is answered, not queued (issue 12): a bounded number of requests do encoder work, the next gets 429
-with Retry-After; health, readiness, metrics and /info never wait for the encoder; metric labels stay bounded;
+"""Overload is answered, not queued (issue 12): a bounded number of requests wait for or are in the encoder
+(app.batching), the next gets 429 with Retry-After; health, readiness, metrics and /info never wait for the encoder; metric labels stay bounded;
 methods are answered with Allow."""
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ SEARCH = {"query": "A de", "query_language": "de", "k": 2}
 
 def test_encoder_work_over_the_limit_is_answered_429_with_retry_after(tmp_path):
     app, encoder = blocking_app(tmp_path, max_encoder_requests=2)
-    gate = app.state.service.encoder_gate
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
         wait_ready(client)
+        queue = app.state.service.encoder
         held = [pool.submit(client.post, "/search", json=SEARCH) for _ in range(2)]
-        wait_until(lambda: gate.active == 2)
+        wait_until(lambda: queue.pending == 2)
         refused = {
             "search": client.post("/search", json=SEARCH),
             "embeddings": client.post("/v1/embeddings", json={"input": "A de"}),
@@ -65,7 +65,7 @@ def test_encoder_work_over_the_limit_is_answered_429_with_retry_after(tmp_path):
         assert error["type"] == "rate_limit_error" and error["code"] == "overloaded"
         encoder.release.set()
         assert [future.result().status_code for future in held] == [200, 200]
-        assert gate.active == 0 and client.post("/search", json=SEARCH).status_code == 200
+        assert queue.pending == 0 and client.post("/search", json=SEARCH).status_code == 200
 
 
 def test_one_audit_at_a_time(tmp_path):
@@ -83,13 +83,13 @@ def test_one_audit_at_a_time(tmp_path):
 
 @pytest.mark.parametrize("path", ["/livez", "/readyz", "/metrics", "/info", "/"])
 def test_health_metrics_and_info_answer_while_the_thread_pool_is_saturated(tmp_path, path):
-    """50 searches hold the encoder (more than the 40 threads of the pool): these still answer at once."""
+    """50 searches wait for the encoder (more than the 40 threads of the pool): these still answer at once."""
     app, encoder = blocking_app(tmp_path, max_encoder_requests=100)
-    gate = app.state.service.encoder_gate
     with running_server(app, limit_s=90) as base, ThreadPoolExecutor(50) as pool:
+        queue = app.state.service.encoder
         held = [pool.submit(httpx.post, f"{base}/search", json=SEARCH, timeout=60) for _ in range(50)]
         try:
-            wait_until(lambda: gate.active == 50)
+            wait_until(lambda: queue.pending == 40)  # every thread of anyio's pool (40) waits in the encoder
             start = time.perf_counter()
             response = httpx.get(f"{base}{path}", timeout=10)
             elapsed = time.perf_counter() - start
