@@ -107,3 +107,12 @@ def test_gather_then_dequantize_gives_the_same_rows(tmp_path):
     nodes = onnx.load(str(path)).graph.node
     assert [node.op_type for node in nodes] == ["Gather", "DequantizeLinear"]
     assert np.array_equal(ort.InferenceSession(str(path)).run(None, {"ids": ids})[0], before)
+
+
+def test_runtime_batches_stop_at_the_token_budget(static_artifact):
+    encoder = OnnxEncoder(static_artifact, "int8", batch_size=4, max_batch_tokens=100)
+    # sorted lengths; a batch pads to its last text: 4 x 10, then 3 x 30 (a fourth would pad 4 x 30 > 100)
+    assert encoder._batches([10, 10, 10, 10, 30, 30, 30, 30, 200], 4) == [(0, 4), (4, 7), (7, 8), (8, 9)]
+    texts = [sentence * (1 + i % 4) for i, sentence in enumerate(SENTENCES)]
+    budgeted = encoder.encode(texts, "passage")
+    assert np.abs(budgeted - OnnxEncoder(static_artifact, "int8").encode(texts, "passage")).max() <= 1e-6
