@@ -43,8 +43,11 @@ class Limits(BaseSettings):
                                  "that fit, explicit queries above it are refused")
     # The encoder's queue (app.batching): one worker encodes concurrent requests together. This bound replaces
     # the old whole-request gate: it is checked at the door (before any work) and when a request queues.
+    # 64: two full batches queued behind the running one. With 16 (sized when every request ran alone), 32
+    # concurrent /v1/embeddings clients got 160 429s in 10 s and 184 req/s; with room for all, 206 req/s at
+    # p99 253 ms (bench/bench_load.py, docs/performance.md).
     max_encoder_requests: int = Field(
-        16, ge=1, description="requests waiting for the encoder or in its running batch (/search, "
+        64, ge=1, description="requests waiting for the encoder or in its running batch (/search, "
                               "/v1/embeddings, POST /documents, /audit); the next one is answered 429 with "
                               "Retry-After at once")
     max_encoder_batch: int = Field(
