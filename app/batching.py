@@ -52,10 +52,10 @@ class _Call:
 
 
 class BatchingEncoder:
-    """``on_batch(kind, calls, texts, waits_s)`` is told about every batch the encoder ran (telemetry)."""
+    """``on_batch(kind, calls, waits_s)`` is told about every batch the encoder ran (telemetry)."""
 
     def __init__(self, encoder, *, max_pending: int, max_batch_texts: int, wait_s: float,
-                 on_batch: Callable[[str, int, int, list[float]], None] | None = None,
+                 on_batch: Callable[[str, int, list[float]], None] | None = None,
                  pending_setting: str = "max_encoder_requests") -> None:
         self._encoder = encoder
         self.max_pending, self.max_batch_texts, self.wait_s = max_pending, max_batch_texts, wait_s
@@ -200,7 +200,7 @@ class BatchingEncoder:
             outcome = exc
         try:
             if self._on_batch is not None:
-                self._on_batch(kind, len(batch), len(texts), [started - call.submitted for call in batch])
+                self._on_batch(kind, len(batch), [started - call.submitted for call in batch])
         except Exception:
             logger.exception("batch telemetry failed")
         with self._cond:  # before the rows are handed over: a caller that has its rows sees itself gone

@@ -56,7 +56,7 @@ class Telemetry:
         for language, count in languages.items():
             self.documents.labels(language=language or "und").set(count)
 
-    def observe_batch(self, kind: str, requests: int, texts: int, waits: list[float]) -> None:
+    def observe_batch(self, kind: str, requests: int, waits: list[float]) -> None:
         self.batch_requests.labels(kind=kind).observe(requests)
         histogram = self.queue_wait.labels(kind=kind)
         for wait in waits:
