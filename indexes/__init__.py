@@ -1,5 +1,5 @@
 """Per-language FAISS shards over a SQLite document store, bound to the encoder that made the vectors."""
-from indexes.collection import Collection, IndexMismatchError, describe, read_manifest
+from indexes.collection import Collection
 from indexes.documents import Document, Hit, read_jsonl, validate_document
 from indexes.languages import (
     KNOWN_LANGUAGES,
@@ -10,6 +10,7 @@ from indexes.languages import (
     warm_up_language_detector,
 )
 from indexes.locks import IndexBusyError
+from indexes.manifest import IndexMismatchError, describe, read_manifest
 from indexes.shards import INDEX_TYPES
 
 __all__ = [

@@ -16,10 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from indexes.collection import Collection, describe
+from indexes.collection import Collection
 from indexes.documents import read_jsonl
 from indexes.languages import detect_languages
 from indexes.locks import IndexBusyError
+from indexes.manifest import describe
 from indexes.shards import INDEX_TYPES
 
 

@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import time
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -34,88 +32,16 @@ from indexes.calibrated import ShardNorms, search_shard, shifted_query
 from indexes.documents import Document, Hit, validate_document
 from indexes.languages import LanguageDetector, default_detector, detect_documents, normalize_language
 from indexes.locks import DirectoryLock, ReadWriteLock
+from indexes.manifest import (  # re-exported: the manifest's names were defined here before
+    DATABASE_FILE, FORMAT, MANIFEST_FILE, SHARD_DIR, IndexMismatchError, check_encoder, describe, describe_encoder,
+    now_iso, read_manifest,
+)
 from indexes.shards import Shard, check_index_type, single_threaded
 from indexes.store import DocumentStore, StoredRow, WriteResult
 
 logger = logging.getLogger("babelsearch.indexes")
 
-FORMAT = "babelsearch-index/1"
-MANIFEST_FILE = "manifest.json"
-DATABASE_FILE = "documents.sqlite3"
-SHARD_DIR = "shards"
 CHECKPOINT_SECONDS = 60.0  # during long ingests, write shard files at most this often (faster reopen)
-
-
-class IndexMismatchError(ValueError):
-    """The index was built with another encoder (fingerprint or dimension): its vectors are not comparable."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def read_manifest(directory: str | Path) -> dict:
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"no index at {directory} ({MANIFEST_FILE} is missing)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a babelsearch index manifest (expected format {FORMAT!r})")
-    return manifest
-
-
-def describe(directory: str | Path) -> dict:
-    """Manifest and live counts of an index without opening it for writing (works while a service has it
-    open): reads the store through a read-only SQLite connection."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    database = directory / DATABASE_FILE
-    if not database.is_file():
-        raise FileNotFoundError(f"{directory} has a manifest but no {DATABASE_FILE}")
-    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
-    try:
-        languages = dict(connection.execute(
-            "SELECT language, COUNT(*) FROM documents GROUP BY language ORDER BY language").fetchall())
-        (groups,) = connection.execute("SELECT COUNT(DISTINCT grp) FROM documents WHERE grp IS NOT NULL").fetchone()
-        (version,) = connection.execute("SELECT value FROM state WHERE name = 'version'").fetchone()
-    finally:
-        connection.close()
-    shard_files = {p.stem: p.stat().st_size for p in sorted((directory / SHARD_DIR).glob("*.faiss"))}
-    return {
-        **{key: value for key, value in manifest.items() if key != "shards"},
-        "version": version,
-        "documents": sum(languages.values()),
-        "languages": languages,
-        "groups": groups,
-        "shard_files": shard_files,
-        "disk_bytes": sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()),
-    }
-
-
-def describe_encoder(encoder) -> dict:
-    info = getattr(encoder, "info", None)
-    return {
-        "encoder_fingerprint": str(encoder.fingerprint),
-        "dim": int(encoder.dim),
-        "base_model": getattr(info, "base_model", None) or getattr(encoder, "base_model", None),
-        "precision": getattr(encoder, "precision", None),
-    }
-
-
-def check_encoder(manifest: dict, encoder, directory: str | Path) -> None:
-    """Refuse an encoder whose vectors differ from the ones the index holds."""
-    mine = describe_encoder(encoder)
-    if manifest["encoder_fingerprint"] != mine["encoder_fingerprint"] or int(manifest["dim"]) != mine["dim"]:
-        raise IndexMismatchError(
-            f"the index at {directory} was built with encoder {manifest['encoder_fingerprint']} "
-            f"(dim {manifest['dim']}, {manifest.get('base_model')}, {manifest.get('precision')}), but the loaded "
-            f"encoder is {mine['encoder_fingerprint']} (dim {mine['dim']}, {mine['base_model']}, {mine['precision']}); "
-            "serve the index with the model it was built with, or rebuild it into a new directory with "
-            "`python -m indexes build --model ARTIFACT_DIR --input docs.jsonl --out NEW_DIR`"
-        )
 
 
 class Collection:
@@ -201,7 +127,7 @@ class Collection:
 
     @staticmethod
     def _create_manifest(directory: Path, encoder, index_type: str) -> dict:
-        now = _now()
+        now = now_iso()
         manifest = {"format": FORMAT, **describe_encoder(encoder), "index_type": index_type, "created": now, "updated": now}
         write_json_atomic(directory / MANIFEST_FILE, manifest)
         return manifest
@@ -258,25 +184,37 @@ class Collection:
         batch_size: int = 64,
         progress: bool = False,
         skip_unchanged: bool = False,
+        vectors: np.ndarray | None = None,
     ) -> dict:
         """Upsert ``documents`` (by id) in one transaction: all of them or, on error, none.
 
         Documents without a language get the detected one. A re-added id replaces the stored document;
         its vector is reused when the text is unchanged. ``skip_unchanged`` leaves identical documents alone
-        (counted as "unchanged"). Returns ``{"added", "replaced", "unchanged", "languages": {lang: n}}``.
+        (counted as "unchanged"). ``vectors``: the documents' passage vectors, already encoded elsewhere
+        (a distributed build, ``indexes.ray_build``), one row per document in order; they must come from
+        this collection's encoder, which is then not called. Returns ``{"added", "replaced", "unchanged",
+        "languages": {lang: n}}``.
         """
         self._check_open()
         if self.encoder is None:
             raise RuntimeError("this collection was opened without an encoder; it cannot add documents")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(documents, Document):
+            documents = [documents]
+        given = None
+        if vectors is not None:
+            documents = [validate_document(doc) for doc in documents]
+            # by id, the last row of a repeated id winning, as in _prepare
+            given = dict(zip((doc.id for doc in documents), check_vectors(vectors, len(documents), self.dim)))
         documents = self._prepare(documents)
         with self._reading():
             stored = self._store.rows_by_id([doc.id for doc in documents])
         unchanged = [doc for doc in documents if doc.id in stored and _same(doc, stored[doc.id])] if skip_unchanged else []
         skip = {doc.id for doc in unchanged}
         writes = [doc for doc in documents if doc.id not in skip]
-        vectors = self._vectors_for(writes, stored, batch_size, progress)
+        vectors = (np.stack([given[doc.id] for doc in writes]) if writes else np.zeros((0, self.dim), np.float32)) \
+            if given is not None else self._vectors_for(writes, stored, batch_size, progress)
         result = {"added": 0, "replaced": 0, "unchanged": len(unchanged), "languages": {}}
         if not writes:
             return result
@@ -423,7 +361,7 @@ class Collection:
                 self._load_shards()
             except Exception:
                 logger.exception("rebuilding the shards failed; searches may miss this write until reopened")
-        self._manifest["updated"] = _now()
+        self._manifest["updated"] = now_iso()
         if time.monotonic() - self._last_checkpoint > CHECKPOINT_SECONDS:
             try:
                 self._persist()
@@ -612,6 +550,20 @@ class Collection:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self)} documents"
         return f"Collection({str(self.directory)!r}, {self.index_type}, {state})"
+
+
+def check_vectors(vectors, count: int, dim: int) -> np.ndarray:
+    """Precomputed passage vectors as the store keeps them: (count, dim) float32, finite, L2-normalised
+    (the encoder contract); anything else is refused before a write."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.shape != (count, dim):
+        raise ValueError(f"vectors must have shape ({count}, {dim}) (one per document), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("vectors contain NaN or infinity")
+    norms = np.linalg.norm(array, axis=1)
+    if count and np.max(np.abs(norms - 1.0)) > 1e-3:
+        raise ValueError(f"vectors must be L2-normalised (norms from {norms.min():.4f} to {norms.max():.4f})")
+    return array
 
 
 def _same(doc: Document, row: StoredRow) -> bool:
