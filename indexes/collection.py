@@ -49,7 +49,7 @@ class Collection:
     atomic (a search sees a write completely or not at all)."""
 
     def __init__(self, directory: Path, encoder: TextEncoder | None, manifest: dict, store: DocumentStore,
-                 lock: DirectoryLock) -> None:
+                 lock: DirectoryLock | None) -> None:
         self.directory = directory
         self.encoder = encoder
         # the languages served (None: not known); documents added without a language are detected among
@@ -67,6 +67,8 @@ class Collection:
         self._last_checkpoint = time.monotonic()
         self._statistics = self._read_statistics(writer=True)
         self._norms = ShardNorms()
+        self.follower = lock is None  # a read-only view of an index another process writes (open_follower)
+        self._version: int | None = None  # a follower: the store version its shards mirror
 
     # --- opening -----------------------------------------------------------------------------------------
 
@@ -125,6 +127,82 @@ class Collection:
             raise
         return collection
 
+    @classmethod
+    def open_follower(cls, directory: str | Path, encoder: TextEncoder | None) -> "Collection":
+        """A read-only view of the index in ``directory`` that another process writes (its one writer, which
+        holds the lock): search replicas (``app.cluster``). It takes no lock, writes no file, and before
+        every read catches up with the writer's last committed transaction (a version check, one SQLite
+        read; after a write, the changed keys are applied from the stored vectors). So a read that starts
+        after a write was acknowledged sees it. ``add``/``delete``/``checkpoint`` raise."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if encoder is not None:
+            check_encoder(manifest, encoder, directory)
+        store = DocumentStore(directory / DATABASE_FILE, int(manifest["dim"]), read_only=True)
+        try:
+            collection = cls(directory, encoder, manifest, store, lock=None)
+            collection.refresh()
+        except BaseException:
+            store.close()
+            raise
+        return collection
+
+    def refresh(self) -> bool:
+        """A follower: mirror the store's last committed state (shards, statistics, index type); True when
+        something had changed. The writer's shard files are read once, at the first refresh."""
+        if not self.follower:
+            raise RuntimeError("refresh() is for followers (Collection.open_follower); the writer is always current")
+        self._check_open()
+        with self._rw.write(), self._store.snapshot():
+            self._check_open()
+            version = self._store.version()
+            if version == self._version:
+                return False
+            first = self._version is None
+            manifest = read_manifest(self.directory)
+            if manifest["index_type"] != self._manifest["index_type"]:
+                self._shards = {}  # the writer rebuilt the index as another type
+            self._manifest = manifest
+            shards: dict[str, Shard] = {}
+            for language, keys in self._store.language_keys().items():
+                shard = self._shards.get(language) or (self._shard_file(language) if first else None)
+                shards[language] = self._reconciled(language, shard, keys)[0]
+            self._shards = shards
+            self._statistics = self._read_statistics()
+            self._version = version
+        return True
+
+    def _catch_up(self) -> None:
+        if self._store.version() != self._version:
+            self.refresh()
+
+    def _shard_file(self, language: str) -> Shard | None:
+        path = self.directory / SHARD_DIR / f"{language}.faiss"
+        if not path.is_file():
+            return None
+        try:
+            return Shard.load(path, self._manifest["index_type"], self.dim)
+        except Exception as exc:  # unreadable or of another type: the store has everything needed
+            logger.warning("rebuilding shard %s: %s", path, exc)
+            return None
+
+    def _reconciled(self, language: str, shard: Shard | None, keys: np.ndarray) -> tuple[Shard, bool]:
+        """``shard`` made to hold exactly ``keys`` (the store's keys of ``language``), from the stored vectors;
+        built from them when None. Returns (shard, changed)."""
+        if shard is None:
+            return self._build_shard(language), True
+        present = shard.all_keys()
+        extra = present[~np.isin(present, keys)]
+        missing = keys[~np.isin(keys, present)]
+        changed = bool(len(extra) or len(missing))
+        if changed:
+            logger.info("shard %s: %d stale, %d missing vectors restored from the store", language, len(extra), len(missing))
+            shard.remove(extra)
+            shard.add(missing, self._store.vectors(missing, writer=True))
+        if shard.needs_rebuild():
+            return self._build_shard(language), True
+        return shard, changed
+
     @staticmethod
     def _create_manifest(directory: Path, encoder, index_type: str) -> dict:
         now = now_iso()
@@ -138,7 +216,6 @@ class Collection:
         shard_dir.mkdir(exist_ok=True)
         for leftover in shard_dir.glob("*.tmp"):
             leftover.unlink()
-        index_type, dim = self._manifest["index_type"], int(self._manifest["dim"])
         stored = self._store.language_keys(writer=True)
         shards: dict[str, Shard] = {}
         dirty: set[str] = set()
@@ -146,29 +223,9 @@ class Collection:
             if path.stem not in stored:
                 path.unlink()
         for language, keys in stored.items():
-            path = shard_dir / f"{language}.faiss"
-            shard = None
-            if path.is_file():
-                try:
-                    shard = Shard.load(path, index_type, dim)
-                except Exception as exc:  # unreadable or of another type: the store has everything needed
-                    logger.warning("rebuilding shard %s: %s", path, exc)
-            if shard is None:
-                shard = self._build_shard(language)
+            shard, changed = self._reconciled(language, self._shard_file(language), keys)
+            if changed:
                 dirty.add(language)
-            else:
-                present = shard.all_keys()
-                extra = present[~np.isin(present, keys)]
-                missing = keys[~np.isin(keys, present)]
-                if len(extra) or len(missing):
-                    logger.info("shard %s: %d stale, %d missing vectors restored from the store",
-                                language, len(extra), len(missing))
-                    shard.remove(extra)
-                    shard.add(missing, self._store.vectors(missing, writer=True))
-                    dirty.add(language)
-                if shard.needs_rebuild():
-                    shard = self._build_shard(language)
-                    dirty.add(language)
             shards[language] = shard
         self._shards, self._dirty = shards, dirty  # all at once: never a half-loaded set of shards
 
@@ -195,7 +252,7 @@ class Collection:
         this collection's encoder, which is then not called. Returns ``{"added", "replaced", "unchanged",
         "languages": {lang: n}}``.
         """
-        self._check_open()
+        self._check_writable()
         if self.encoder is None:
             raise RuntimeError("this collection was opened without an encoder; it cannot add documents")
         if batch_size < 1:
@@ -231,7 +288,7 @@ class Collection:
 
     def delete(self, ids: Iterable[str]) -> int:
         """Delete documents by id; returns how many existed."""
-        self._check_open()
+        self._check_writable()
         ids = list(dict.fromkeys(ids))
         bad = [doc_id for doc_id in ids if not isinstance(doc_id, str) or not doc_id]
         if bad:
@@ -493,7 +550,7 @@ class Collection:
     def checkpoint(self) -> None:
         """Write changed shards and the manifest to disk now (close() does it too; it only makes the next
         open faster)."""
-        self._check_open()
+        self._check_writable()
         with self._rw.write():
             self._check_open()
             self._persist()
@@ -521,22 +578,32 @@ class Collection:
             if self._closed:
                 return
             try:
-                self._persist()
-                self._write_manifest()
+                if not self.follower:
+                    self._persist()
+                    self._write_manifest()
             finally:
                 self._closed = True
                 self._store.close()
-                self._lock.release()
+                if self._lock is not None:
+                    self._lock.release()
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"the collection at {self.directory} is closed")
 
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.follower:
+            raise RuntimeError(f"this view of {self.directory} is a read-only follower; writes go to the index's writer")
+
     @contextmanager
     def _reading(self) -> Iterator[None]:
         """The read lock, checked for open under it: close() takes the write lock, so it cannot close the
-        store while a read is running, and a read that waited for close() fails cleanly."""
+        store while a read is running, and a read that waited for close() fails cleanly. A follower first
+        catches up with the writer's last commit."""
         self._check_open()
+        if self.follower:
+            self._catch_up()
         with self._rw.read():
             self._check_open()
             yield
@@ -548,7 +615,7 @@ class Collection:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self)} documents"
+        state = "closed" if self._closed else f"{len(self)} documents{', follower' if self.follower else ''}"
         return f"Collection({str(self.directory)!r}, {self.index_type}, {state})"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -77,13 +78,21 @@ def _marks(n: int) -> str:
 
 
 class DocumentStore:
-    def __init__(self, path: str | Path, dim: int) -> None:
+    def __init__(self, path: str | Path, dim: int, read_only: bool = False) -> None:
+        """``read_only``: a follower's view of a store another process writes (no writer connection; every
+        read, ``writer=True`` ones included, goes through this thread's read connection)."""
         self.path = Path(path)
         self.dim = dim
-        self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode=WAL")
-        self._writer.executescript(SCHEMA)
-        self._count_stats_once()
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no document store at {self.path}")
+            self._writer = None
+        else:
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode=WAL")
+            self._writer.executescript(SCHEMA)
+            self._count_stats_once()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -113,13 +122,30 @@ class DocumentStore:
             self._local.connection = connection
         return connection
 
+    def _db(self, writer: bool) -> sqlite3.Connection:
+        """The writer connection (under the collection's write lock: sees its own uncommitted work), or this
+        thread's read connection."""
+        return self._writer if writer and self._writer is not None else self._reader()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read of this thread inside sees one committed state (one read transaction), so a follower
+        catching up never mixes two writes."""
+        db = self._reader()
+        db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.execute("COMMIT")
+
     def close(self) -> None:
         with self._readers_lock:
             self.closed = True
             for connection in self._readers:
                 connection.close()
             self._readers.clear()
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
     def _count_stats_once(self) -> None:
         """A store written before language_stats existed (or killed while adding it) counts them now."""
@@ -153,7 +179,7 @@ class DocumentStore:
 
     def language_stats(self, writer: bool = False) -> dict[str, tuple[int, np.ndarray]]:
         """The running per-language (count, float64 sum) of the stored vectors."""
-        db = self._writer if writer else self._reader()
+        db = self._db(writer)
         return {language: (count, np.frombuffer(blob, dtype=np.float64).copy())
                 for language, count, blob in db.execute("SELECT language, count, sum FROM language_stats")}
 
@@ -189,6 +215,8 @@ class DocumentStore:
 
     def write(self, upserts: Sequence[tuple[Document, np.ndarray]] = (), deletes: Sequence[str] = ()) -> WriteResult:
         """Upsert documents with their vectors and delete ids, all in ONE transaction."""
+        if self._writer is None:
+            raise RuntimeError(f"the document store {self.path} is open read-only (a follower); writes go to its writer")
         db = self._writer
         ids = [doc.id for doc, _ in upserts] + list(deletes)
         db.execute("BEGIN IMMEDIATE")
@@ -257,7 +285,7 @@ class DocumentStore:
 
     def vectors(self, keys: Sequence[int], writer: bool = False) -> np.ndarray:
         """Stored vectors of ``keys`` in that order (float32, (len(keys), dim))."""
-        db = self._writer if writer else self._reader()
+        db = self._db(writer)
         found: dict[int, bytes] = {}
         for chunk in _chunks([int(key) for key in keys]):
             query = f"SELECT key, vector FROM vectors WHERE key IN ({_marks(len(chunk))})"
@@ -269,7 +297,7 @@ class DocumentStore:
 
     def language_keys(self, writer: bool = False) -> dict[str, np.ndarray]:
         """Keys of every stored document, grouped by language."""
-        db = self._writer if writer else self._reader()
+        db = self._db(writer)
         out: dict[str, list[int]] = {}
         for key, language in db.execute("SELECT key, language FROM documents ORDER BY key").fetchall():
             out.setdefault(language, []).append(key)
@@ -277,7 +305,7 @@ class DocumentStore:
 
     def language_vectors(self, language: str, writer: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of all documents in ``language``."""
-        db = self._writer if writer else self._reader()
+        db = self._db(writer)
         rows = db.execute(
             "SELECT d.key, v.vector FROM documents d JOIN vectors v ON v.key = d.key WHERE d.language = ? ORDER BY d.key",
             (language,),
