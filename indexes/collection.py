@@ -36,7 +36,7 @@ from indexes.manifest import (  # re-exported: the manifest's names were defined
     DATABASE_FILE, FORMAT, MANIFEST_FILE, SHARD_DIR, IndexMismatchError, check_encoder, describe, describe_encoder,
     now_iso, read_manifest,
 )
-from indexes.shards import Shard, check_index_type, single_threaded
+from indexes.shards import SHARD_TYPES, Shard, check_index_type, shard_type_for, single_threaded
 from indexes.store import DocumentStore, StoredRow, WriteResult
 
 logger = logging.getLogger("babelsearch.indexes")
@@ -67,6 +67,11 @@ class Collection:
         self._last_checkpoint = time.monotonic()
         self._statistics = self._read_statistics(writer=True)
         self._norms = ShardNorms()
+        # what the shards are (auto: by the collection's size, with the recorded type as the hysteresis
+        # state); set again from the store's total whenever the shards are loaded
+        recorded = manifest.get("shard_type")
+        self._shard_type = recorded if manifest["index_type"] == "auto" and recorded in SHARD_TYPES \
+            else shard_type_for(manifest["index_type"], 0)
         self.follower = lock is None  # a read-only view of an index another process writes (open_follower)
         self._version: int | None = None  # a follower: the store version its shards mirror
 
@@ -79,9 +84,10 @@ class Collection:
         """Open (or create) the collection in ``directory``.
 
         ``encoder``: an ``encoder.TextEncoder`` (``.encode(texts, kind)``, ``.dim``, ``.fingerprint``); None opens for maintenance
-        (delete, info, search by vector) without the encoder check. ``index_type``: flat | hnsw | ivf;
-        None (the default) keeps an existing collection's type and makes a new one flat. A type different
-        from the recorded one rebuilds the shards from the stored vectors.
+        (delete, info, search by vector) without the encoder check. ``index_type``: auto | flat | hnsw |
+        ivf; None (the default) keeps an existing collection's type and makes a new one auto (flat shards up
+        to ``AUTO_IVF_FROM`` passages in all, then ivf). A type different from the recorded one rebuilds the
+        shards from the stored vectors.
         """
         directory = Path(directory)
         if index_type is not None:
@@ -108,7 +114,7 @@ class Collection:
                 if encoder is not None:
                     check_encoder(manifest, encoder, directory)
             else:
-                manifest = cls._create_manifest(directory, encoder, index_type or "flat")
+                manifest = cls._create_manifest(directory, encoder, index_type or "auto")
             if index_type is not None and index_type != manifest["index_type"]:
                 logger.warning("index %s: index type %s -> %s (rebuilding shards from stored vectors)",
                                directory, manifest["index_type"], index_type)
@@ -160,11 +166,13 @@ class Collection:
                 return False
             first = self._version is None
             manifest = read_manifest(self.directory)
-            if manifest["index_type"] != self._manifest["index_type"]:
+            stored = self._store.language_keys()
+            shard_type = shard_type_for(manifest["index_type"], _total(stored), self._shard_type)
+            if shard_type != self._shard_type:
                 self._shards = {}  # the writer rebuilt the index as another type
-            self._manifest = manifest
+            self._manifest, self._shard_type = manifest, shard_type
             shards: dict[str, Shard] = {}
-            for language, keys in self._store.language_keys().items():
+            for language, keys in stored.items():
                 shard = self._shards.get(language) or (self._shard_file(language) if first else None)
                 shards[language] = self._reconciled(language, shard, keys)[0]
             self._shards = shards
@@ -181,7 +189,7 @@ class Collection:
         if not path.is_file():
             return None
         try:
-            return Shard.load(path, self._manifest["index_type"], self.dim)
+            return Shard.load(path, self._shard_type, self.dim)
         except Exception as exc:  # unreadable or of another type: the store has everything needed
             logger.warning("rebuilding shard %s: %s", path, exc)
             return None
@@ -217,6 +225,7 @@ class Collection:
         for leftover in shard_dir.glob("*.tmp"):
             leftover.unlink()
         stored = self._store.language_keys(writer=True)
+        self._shard_type = shard_type_for(self._manifest["index_type"], _total(stored), self._shard_type)
         shards: dict[str, Shard] = {}
         dirty: set[str] = set()
         for path in shard_dir.glob("*.faiss"):
@@ -231,7 +240,7 @@ class Collection:
 
     def _build_shard(self, language: str) -> Shard:
         keys, vectors = self._store.language_vectors(language, writer=True)
-        return Shard.build(self._manifest["index_type"], int(self._manifest["dim"]), keys, vectors)
+        return Shard.build(self._shard_type, self.dim, keys, vectors)
 
     # --- writes ------------------------------------------------------------------------------------------
 
@@ -402,7 +411,7 @@ class Collection:
             for row, (key, language) in enumerate(written.inserted):
                 added.setdefault(language, []).append(row)
             for language, rows in added.items():
-                shard = self._shards.get(language) or Shard.empty(self._manifest["index_type"], self.dim)
+                shard = self._shards.get(language) or Shard.empty(self._shard_type, self.dim)
                 shard.add(np.asarray([written.inserted[r][0] for r in rows], dtype=np.int64), vectors[rows])
                 self._shards[language] = shard
                 touched.add(language)
@@ -412,6 +421,7 @@ class Collection:
                 elif self._shards[language].needs_rebuild():
                     self._shards[language] = self._build_shard(language)
             self._dirty |= touched
+            self._follow_size()
         except Exception:
             logger.exception("updating the shards failed; rebuilding them from the store")
             try:
@@ -426,6 +436,19 @@ class Collection:
             except Exception as exc:  # the dirty shards stay dirty: retried at the next checkpoint or close
                 logger.warning("writing shard files to %s failed (%s); the store has the write", self.directory, exc)
                 self._last_checkpoint = time.monotonic()
+
+    def _follow_size(self) -> None:
+        """``auto``: once the collection crosses a size threshold, rebuild every shard as the other type
+        from the stored vectors (one time; ~40 s at 1M passages)."""
+        total = sum(len(shard) for shard in self._shards.values())
+        wanted = shard_type_for(self._manifest["index_type"], total, self._shard_type)
+        if wanted == self._shard_type:
+            return
+        logger.info("index %s: %d passages, shards %s -> %s (rebuilding from the stored vectors)",
+                    self.directory, total, self._shard_type, wanted)
+        self._shard_type = wanted
+        self._shards = {language: self._build_shard(language) for language in self._shards}
+        self._dirty |= set(self._shards)
 
     # --- reads -------------------------------------------------------------------------------------------
 
@@ -526,7 +549,13 @@ class Collection:
 
     @property
     def index_type(self) -> str:
+        """What the collection was asked for (auto | flat | hnsw | ivf)."""
         return self._manifest["index_type"]
+
+    @property
+    def shard_type(self) -> str:
+        """What its shards are now: the index type, or for auto the type its size calls for."""
+        return self._shard_type
 
     @property
     def manifest(self) -> dict:
@@ -542,6 +571,7 @@ class Collection:
             "documents": sum(languages.values()),
             "languages": languages,
             "groups": self._store.group_count(),
+            "shard_type": self._shard_type,
             "shards": {language: shard.structure for language, shard in sorted(self._shards.items())},
         }
 
@@ -617,6 +647,10 @@ class Collection:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self)} documents{', follower' if self.follower else ''}"
         return f"Collection({str(self.directory)!r}, {self.index_type}, {state})"
+
+
+def _total(stored: dict[str, np.ndarray]) -> int:
+    return sum(len(keys) for keys in stored.values())
 
 
 def check_vectors(vectors, count: int, dim: int) -> np.ndarray:

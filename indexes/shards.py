@@ -21,7 +21,13 @@ import numpy as np
 
 from encoder.files import atomic_path
 
-INDEX_TYPES = ("flat", "hnsw", "ivf")
+SHARD_TYPES = ("flat", "hnsw", "ivf")
+# "auto": flat shards while the collection is small, ivf shards once it is large (shard_type_for)
+INDEX_TYPES = ("auto",) + SHARD_TYPES
+# A search visits every language's shard, so flat's cost is the collection's total, not one shard's: flat
+# is exact and fast enough up to ~300k passages in all, ivf above (docs/indexes.md, "Which index type by size").
+AUTO_IVF_FROM = 300_000
+AUTO_FLAT_BELOW = 200_000  # back to flat only well below: deletes around the threshold do not rebuild twice
 STRUCTURES = {"flat": {"flat"}, "hnsw": {"hnsw"}, "ivf": {"flat", "ivf"}}  # what a shard of each type may be
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
@@ -50,13 +56,25 @@ def check_index_type(index_type: str) -> str:
     return index_type
 
 
+def shard_type_for(index_type: str, total: int, current: str | None = None) -> str:
+    """The shard type a collection of ``index_type`` uses at ``total`` passages (``current``: the type its
+    shards have now)."""
+    if index_type != "auto":
+        return index_type
+    if total >= AUTO_IVF_FROM or (current == "ivf" and total >= AUTO_FLAT_BELOW):
+        return "ivf"
+    return "flat"
+
+
 def _ivf_lists(n: int) -> int:
     return int(min(65536, max(16, round(math.sqrt(n)))))
 
 
 class Shard:
     def __init__(self, index_type: str, dim: int, index: faiss.Index) -> None:
-        self.index_type = check_index_type(index_type)  # what the collection asked for
+        if index_type not in SHARD_TYPES:
+            raise ValueError(f"a shard's type is one of {', '.join(SHARD_TYPES)}, got {index_type!r}")
+        self.index_type = index_type  # what the collection asked for
         self.dim = dim
         self.index = index
         self.stale: set[int] = set()  # hnsw only: keys still in the graph but no longer in the store

@@ -112,7 +112,7 @@ def test_build_from_jsonl_persist_and_reopen_gives_same_results(tmp_path, encode
         assert [doc.id for doc in reopened.documents()] == [doc.id for doc in documents]
         manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
         assert manifest["encoder_fingerprint"] == encoder.fingerprint and manifest["dim"] == encoder.dim
-        assert manifest["index_type"] == "flat" and manifest["documents"] == len(documents)
+        assert manifest["index_type"] == "auto" and manifest["shard_type"] == "flat" and manifest["documents"] == len(documents)
 
 
 def test_upsert_replaces_document_and_moves_it_between_language_shards(collection, encoder):
@@ -233,8 +233,8 @@ def test_hnsw_gives_the_same_top_hits_as_flat(tmp_path, encoder):
     with Collection.open(tmp_path / "hnsw", encoder) as reopened:  # the default keeps the recorded type too
         assert reopened.index_type == "hnsw" and set(reopened.manifest["shards"].values()) == {"hnsw"}
     assert json.loads((tmp_path / "hnsw" / "manifest.json").read_text())["index_type"] == "hnsw"
-    with Collection.open(tmp_path / "new", encoder) as new:  # ...and a new collection is flat
-        assert new.index_type == "flat"
+    with Collection.open(tmp_path / "new", encoder) as new:  # ...and a new collection is auto (flat while small)
+        assert new.index_type == "auto" and new.shard_type == "flat"
 
 
 def test_ivf_trains_on_big_shards_and_stays_exact_on_small_ones(tmp_path, encoder, monkeypatch):
@@ -260,6 +260,28 @@ def test_ivf_trains_on_big_shards_and_stays_exact_on_small_ones(tmp_path, encode
     with Collection.open(tmp_path / "ivf", encoder, "flat") as converted:  # another type: rebuilt from the store
         assert set(converted.manifest["shards"].values()) == {"flat"} and converted.index_type == "flat"
         assert len(converted) == len(documents) - 10
+
+
+def test_auto_switches_every_shard_to_ivf_by_the_collections_total_and_back_well_below(tmp_path, encoder, monkeypatch):
+    # thresholds scaled down 1000x: flat up to 300 passages in all, ivf (per shard from 100) above, flat below 200
+    monkeypatch.setattr(shards_module, "AUTO_IVF_FROM", 300)
+    monkeypatch.setattr(shards_module, "AUTO_FLAT_BELOW", 200)
+    monkeypatch.setattr(shards_module, "IVF_MIN_SIZE", 100)
+    many = [Document(f"{language}-y{i}", f"{language} note {i} on topic {i % 9}", language)
+            for language in ("de", "fr") for i in range(140)]
+    with Collection.open(tmp_path / "auto", encoder) as auto:
+        auto.add(many[:140] + many[140:250])  # 250 in all: each shard would be big enough for ivf, yet flat
+        assert auto.index_type == "auto" and set(auto.manifest["shards"].values()) == {"flat"}
+        auto.add(many[250:] + corpus())  # 280 + 21 = 301: every shard rebuilt once, ivf where it is big enough
+        assert auto.shard_type == "ivf" and auto.manifest["shards"]["de"] == "ivf" and auto.manifest["shards"]["en"] == "flat"
+        assert len(auto.search(query_vectors(encoder)[0], k=10_000)) == len(auto) == 301
+        auto.delete([doc.id for doc in many[:60]])  # 241: still ivf (no rebuild back and forth near the threshold)
+        assert auto.shard_type == "ivf"
+    with Collection.open(tmp_path / "auto", encoder) as reopened:  # the state survives a reopen
+        assert reopened.shard_type == "ivf" and reopened.manifest["shards"]["fr"] == "ivf"
+        reopened.delete([doc.id for doc in many[60:110]])  # 191: flat again
+        assert reopened.shard_type == "flat" and set(reopened.manifest["shards"].values()) == {"flat"}
+        assert len(reopened.search(query_vectors(encoder)[0], k=10_000)) == 191
 
 
 def test_searches_never_see_half_applied_writes(tmp_path, encoder):
