@@ -2,6 +2,6 @@
 from encoder.artifact import ArtifactInfo, load_artifact_info
 from encoder.contract import EncoderContract, TextKind
 from encoder.protocol import TextEncoder
-from encoder.runtime import OnnxEncoder
+from encoder.runtime import EncoderArtifact, OnnxEncoder
 
-__all__ = ["ArtifactInfo", "EncoderContract", "OnnxEncoder", "TextEncoder", "TextKind", "load_artifact_info"]
+__all__ = ["ArtifactInfo", "EncoderArtifact", "EncoderContract", "OnnxEncoder", "TextEncoder", "TextKind", "load_artifact_info"]

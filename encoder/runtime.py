@@ -20,15 +20,12 @@ from encoder.contract import EncoderContract, TextKind
 RUNTIME_VERSION = 2
 
 
-class OnnxEncoder:
-    def __init__(
-        self,
-        artifact_dir: str | Path,
-        precision: str = "int8",
-        threads: int | None = None,
-        batch_size: int = 32,
-        max_batch_tokens: int = 2048,
-    ) -> None:
+class EncoderArtifact:
+    """A model artifact opened for one precision, without its ONNX session: what an index binds to (``dim``,
+    ``fingerprint``), the text contract and the tokenizer. ``OnnxEncoder`` adds the session; processes that
+    never encode locally use it alone (a Ray build's driver, a search replica whose encoder is remote)."""
+
+    def __init__(self, artifact_dir: str | Path, precision: str = "int8") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.artifact_dir = Path(artifact_dir)
@@ -37,26 +34,9 @@ class OnnxEncoder:
             raise ValueError(f"artifact {self.artifact_dir} has no {precision} model (has {sorted(self.info.files)})")
         self.precision = precision
         self.contract: EncoderContract = self.info.contract
-        self.batch_size = batch_size
-        # A batch also stops at this many tokens (texts x the longest one's length): ONNX Runtime's arena keeps
-        # the largest batch's activations for the life of the process. Encoding the demo collection (180
-        # paragraphs) at batch 32 left the process 150 MB larger than one text per call; with 2048 tokens,
-        # 50 MB. Sentences (~40 tokens) still go 32 at a time.
-        self.max_batch_tokens = max_batch_tokens
         self.tokenizer = Tokenizer.from_file(str(self.artifact_dir / self.info.tokenizer))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=self.contract.max_length)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: one per core
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        model_path = self.artifact_dir / self.info.files[precision]["path"]
-        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        # A *dynamically* quantized int8 model (artifacts exported before static int8, or without calibration
-        # data) derives activation scales from the whole input tensor, so a batched text's vector would depend
-        # on its neighbours: it runs one text per call. Static int8 and fp32 batch.
-        self.batch_independent = not (precision == "int8" and self.info.quantization("int8") == "dynamic")
-        self._input_names = {i.name for i in self.session.get_inputs()}
-        self._pad_id = self.tokenizer.token_to_id("<pad>") or 0
 
     @property
     def dim(self) -> int:
@@ -72,6 +52,35 @@ class OnnxEncoder:
 
     def count_tokens(self, texts: Sequence[str], kind: TextKind) -> list[int]:
         return [len(ids) for ids in self.tokenize(texts, kind)]
+
+
+class OnnxEncoder(EncoderArtifact):
+    def __init__(
+        self,
+        artifact_dir: str | Path,
+        precision: str = "int8",
+        threads: int | None = None,
+        batch_size: int = 32,
+        max_batch_tokens: int = 2048,
+    ) -> None:
+        super().__init__(artifact_dir, precision)
+        self.batch_size = batch_size
+        # A batch also stops at this many tokens (texts x the longest one's length): ONNX Runtime's arena keeps
+        # the largest batch's activations for the life of the process. Encoding the demo collection (180
+        # paragraphs) at batch 32 left the process 150 MB larger than one text per call; with 2048 tokens,
+        # 50 MB. Sentences (~40 tokens) still go 32 at a time.
+        self.max_batch_tokens = max_batch_tokens
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: one per core
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        model_path = self.artifact_dir / self.info.files[precision]["path"]
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        # A *dynamically* quantized int8 model (artifacts exported before static int8, or without calibration
+        # data) derives activation scales from the whole input tensor, so a batched text's vector would depend
+        # on its neighbours: it runs one text per call. Static int8 and fp32 batch.
+        self.batch_independent = not (precision == "int8" and self.info.quantization("int8") == "dynamic")
+        self._input_names = {i.name for i in self.session.get_inputs()}
+        self._pad_id = self.tokenizer.token_to_id("<pad>") or 0
 
     def encode(
         self,

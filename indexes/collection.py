@@ -32,9 +32,8 @@ from indexes.calibrated import ShardNorms, search_shard, shifted_query
 from indexes.documents import Document, Hit, validate_document
 from indexes.languages import LanguageDetector, default_detector, detect_documents, normalize_language
 from indexes.locks import DirectoryLock, ReadWriteLock
-from indexes.manifest import (  # re-exported: the manifest's names were defined here before
-    DATABASE_FILE, FORMAT, MANIFEST_FILE, SHARD_DIR, IndexMismatchError, check_encoder, describe, describe_encoder,
-    now_iso, read_manifest,
+from indexes.manifest import (
+    DATABASE_FILE, FORMAT, MANIFEST_FILE, SHARD_DIR, check_encoder, describe_encoder, now_iso, read_manifest,
 )
 from indexes.shards import SHARD_TYPES, Shard, check_index_type, shard_type_for, single_threaded
 from indexes.store import DocumentStore, StoredRow, WriteResult

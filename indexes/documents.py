@@ -1,4 +1,4 @@
-"""Documents (passages), search hits and the JSONL input format."""
+"""Documents (passages), search hits and the input formats: JSON Lines and Parquet."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,13 @@ from evaluation.jsonl import read_jsonl_rows
 from indexes.languages import normalize_language
 from indexes.text import check_passage, text_problem
 
-JSONL_FIELDS = ("id", "text", "language", "group", "metadata", "title")
+JSONL_FIELDS = ("id", "text", "language", "group", "metadata", "title")  # also a Parquet file's columns
+PARQUET_SUFFIXES = (".parquet", ".pq")
 MAX_METADATA_DEPTH = 32  # nesting of a document's metadata (responses serialise it; far deeper cannot be)
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
 
 
 @dataclass
@@ -157,3 +162,74 @@ def read_jsonl(path: str | Path) -> Iterator[Document]:
             yield document_from_row(row)
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
+
+
+def read_documents(path: str | Path) -> Iterator[Document]:
+    """Documents from a Parquet file (``.parquet``, ``.pq``) or else a JSONL file (``read_jsonl``: ``.jsonl``,
+    ``.json``, ``.gz``, ...), validated alike."""
+    if Path(path).suffix.lower() in PARQUET_SUFFIXES:
+        return read_parquet(path)
+    return read_jsonl(path)
+
+
+def read_parquet(path: str | Path) -> Iterator[Document]:
+    """Documents from a Parquet file with the JSONL fields as columns: ``id``, ``text`` and optionally
+    ``language``, ``group``, ``metadata`` (a JSON string, a struct or a map), ``title``.
+
+    A null is an absent field (a column covers every row). Rows are checked as ``read_jsonl`` checks lines;
+    a bad one raises ValueError naming ``file: row N`` (0-based, as pyarrow and pandas count) and the field.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtraError("reading Parquet needs pyarrow: pip install .[ray]") from None
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input file not found: {path}")
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    unknown = [name for name in parquet.schema_arrow.names if name not in JSONL_FIELDS]
+    if unknown:
+        raise ValueError(f"{path}: unknown column {unknown[0]!r} (a file has {', '.join(JSONL_FIELDS)}; "
+                         "put extras in 'metadata')")
+    return _parquet_documents(path, parquet)
+
+
+def _parquet_documents(path: Path, parquet) -> Iterator[Document]:
+    import pyarrow as pa
+
+    number = 0
+    try:
+        for batch in parquet.iter_batches():
+            for values in batch.to_pylist():
+                try:
+                    yield document_from_row(_parquet_row(values))
+                except ValueError as exc:
+                    raise ValueError(f"{path}: row {number}: {exc}") from None
+                number += 1
+    except pa.ArrowException as exc:  # a damaged page past the footer
+        raise ValueError(f"{path}: unreadable after row {number} ({exc})") from None
+
+
+def _parquet_row(values: dict) -> dict:
+    """A Parquet row as the JSONL row it stands for: nulls dropped, metadata as the JSON object a JSONL line
+    would hold (a top-level map reads as (key, value) pairs; a round trip makes nested values JSON's, so the
+    stored metadata compares equal on a rerun)."""
+    row = {name: value for name, value in values.items() if value is not None}
+    metadata = row.get("metadata")
+    if isinstance(metadata, str):
+        try:
+            row["metadata"] = json.loads(metadata)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"field 'metadata' is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    elif metadata is not None:
+        if isinstance(metadata, list) and all(isinstance(item, tuple) and len(item) == 2 for item in metadata):
+            metadata = dict(metadata)
+        try:
+            row["metadata"] = json.loads(json.dumps(metadata, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"field 'metadata' is not JSON-serialisable ({exc})") from None
+    return row
