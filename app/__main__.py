@@ -36,6 +36,19 @@ def set_threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def read_settings():
+    """The ``BABELSEARCH_*`` settings, or None after printing each bad one as ``error: NAME: why (got ...)``."""
+    from app.config import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = "BABELSEARCH_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split(":", 1)[1].strip())
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
@@ -50,15 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from app.config import Settings
     from app.main import create_app
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        for error in exc.errors():
-            name = "BABELSEARCH_" + "_".join(str(part) for part in error["loc"]).upper()
-            print(f"error: {name}: {error['msg']} (got {error.get('input')!r})", file=sys.stderr)
+    settings = read_settings()
+    if settings is None:
         return 2
     app = create_app(settings)
     app.state.service.url = f"http://{args.host}:{args.port}"  # for the "ready on ..." log line

@@ -26,11 +26,12 @@ Errors come back as `{"detail": "<what is wrong>"}`; on `/v1/*` in OpenAI's shap
 `GET /info` lists every limit; too much concurrent encoder work is answered 429 with `Retry-After`."""
 
 
-def create_app(settings: Settings | None = None, encoder=None) -> FastAPI:
-    """Build the service. ``encoder`` replaces the artifact's ONNX encoder (tests use hand-made vectors)."""
+def create_app(settings: Settings | None = None, encoder=None, open_collection=None) -> FastAPI:
+    """Build the service. ``encoder`` replaces the artifact's ONNX encoder (tests use hand-made vectors);
+    ``open_collection(encoder)`` replaces opening ``settings.index_dir`` (app.cluster's search replicas)."""
     settings = settings or Settings()
     telemetry = Telemetry()
-    state = ServiceState(settings, telemetry, encoder=encoder)
+    state = ServiceState(settings, telemetry, encoder=encoder, open_collection=open_collection)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -35,10 +35,13 @@ class StartupError(RuntimeError):
 
 
 class ServiceState:
-    def __init__(self, settings: Settings, telemetry: Telemetry, encoder=None) -> None:
+    def __init__(self, settings: Settings, telemetry: Telemetry, encoder=None, open_collection=None) -> None:
         self.settings = settings
         self.telemetry = telemetry
         self._injected_encoder = encoder  # tests pass a hand-made encoder; production loads the artifact
+        # open_collection(encoder) -> the collection to serve; None opens settings.index_dir as its writer.
+        # app.cluster's search replicas pass one: a follower of the Writer's index whose writes go to the Writer.
+        self._open_collection = open_collection
         self.encoder = None
         self.collection: Collection | None = None
         self.calibration = None  # encoder.calibration.CalibrationSource, once the model is loaded
@@ -84,7 +87,8 @@ class ServiceState:
         settings = self.settings
         self.reason = f"opening index at {settings.index_dir}"
         try:
-            self.collection = Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type)
+            self.collection = (self._open_collection(self.encoder) if self._open_collection is not None else
+                               Collection.open(settings.index_dir, self.encoder, index_type=settings.index_type))
         except Exception as exc:  # IndexMismatchError among others: the message says which model built it
             raise StartupError(f"cannot open the index at {settings.index_dir}: {exc}") from exc
         self.calibration = load_source(settings, self.encoder)
