@@ -20,7 +20,8 @@ class Settings(Limits):
     index_dir: Path = Field(Path("var/index"), description="where the collection (FAISS shards + SQLite) lives")
     index_type: str | None = Field(None, description="auto | flat | hnsw | ivf; unset keeps an existing index's "
                                                      "type (a new index is auto: flat up to 300,000 passages, then ivf)")
-    seed_collection: Path | None = Field(None, description="JSONL ingested at startup when the index is empty")
+    seed_collection: Path | None = Field(None, description="JSONL (or Parquet, with the ray extra) ingested at "
+                                                          "startup when the index is empty")
     api_key: SecretStr | None = Field(None, description="required for document writes; unset = writes disabled")
 
     calibration: Literal["none", "center", "subspace"] = Field(

@@ -21,7 +21,7 @@ from app.overload import Gate
 from app.telemetry import Telemetry, TimedEncoder
 from app.calibration import detector_languages, load_source
 from encoder.files import write_json_atomic
-from indexes import Collection, Document, read_jsonl
+from indexes import Collection, Document, read_documents
 from indexes.languages import KNOWN_LANGUAGES, LanguageDetector, NoLanguages, default_detector
 
 logger = logging.getLogger("babelsearch")
@@ -138,7 +138,7 @@ class ServiceState:
         if self._stored_seed_marker() == marker:
             return None
         try:
-            documents = list(read_jsonl(path))
+            documents = list(read_documents(path))  # JSONL, or Parquet with the ray extra
         except Exception as exc:
             raise StartupError(f"cannot read the seed collection {path}: {exc}") from exc
         self._seed_marker = marker

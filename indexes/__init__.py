@@ -1,6 +1,6 @@
 """Per-language FAISS shards over a SQLite document store, bound to the encoder that made the vectors."""
 from indexes.collection import Collection
-from indexes.documents import Document, Hit, read_jsonl, validate_document
+from indexes.documents import Document, Hit, read_documents, read_jsonl, validate_document
 from indexes.languages import (
     KNOWN_LANGUAGES,
     LANGUAGE_NAMES,
@@ -26,6 +26,7 @@ __all__ = [
     "detect_language",
     "detect_languages",
     "normalize_language",
+    "read_documents",
     "read_jsonl",
     "read_manifest",
     "validate_document",

@@ -296,3 +296,14 @@ def test_killing_a_replica_loses_no_acknowledged_request(two_replicas):
         found = {hit["id"] for hit in search(client, "documento", "pt", ["pt"], k=100).json()["results"]}
         assert set(acknowledged) <= found
     wait_until(lambda: len(replica_names()) == 2 and victim not in replica_names(), timeout=60)  # Serve replaced it
+
+
+def test_the_application_builder_for_serve_run_and_kuberay(monkeypatch, tiny_artifact, tmp_path):
+    from app.cluster.application import from_args
+
+    monkeypatch.setenv("BABELSEARCH_MODEL_DIR", str(tiny_artifact))
+    monkeypatch.setenv("BABELSEARCH_INDEX_DIR", str(tmp_path / "index"))
+    application = from_args({"replicas": "2", "threads": "1"})
+    assert type(application).__name__ == "Application"
+    with pytest.raises(ValueError, match="unknown argument"):
+        from_args({"replica": "2"})

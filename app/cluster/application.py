@@ -48,6 +48,18 @@ def build_application(settings: Settings, replicas: int = 1, encoders: int = 1, 
                                  **process).bind(settings, writer, encoder)
 
 
+def from_args(args: dict[str, str]):
+    """An application builder, for ``serve run app.cluster.application:from_args replicas=2 threads=1`` and for
+    KubeRay's RayService (``serveConfigV2``: ``import_path: app.cluster.application:from_args``, ``args``);
+    the other settings come from the ``BABELSEARCH_*`` environment, as for ``python -m app.cluster``."""
+    known = {"replicas", "encoders", "threads", "log_level"}
+    if set(args) - known:
+        raise ValueError(f"unknown argument(s) {', '.join(sorted(set(args) - known))}; known: {', '.join(sorted(known))}")
+    replicas = int(args.get("replicas", 1))
+    return build_application(Settings(), replicas, int(args.get("encoders", replicas)), int(args.get("threads", 1)),
+                             args.get("log_level", "info"))
+
+
 @contextmanager
 def ray_session(address: str | None, log_to_driver: bool = True) -> Iterator[None]:
     """``indexes.ray_session.ray_session`` for serving: the replicas' output (their errors among it) printed
