@@ -73,6 +73,7 @@ class Collection:
             else shard_type_for(manifest["index_type"], 0)
         self.follower = lock is None  # a read-only view of an index another process writes (open_follower)
         self._version: int | None = None  # a follower: the store version its shards mirror
+        self._max_key = 0  # a follower: the highest key its shards have seen (newer documents have higher ones)
 
     # --- opening -----------------------------------------------------------------------------------------
 
@@ -163,21 +164,48 @@ class Collection:
             version = self._store.version()
             if version == self._version:
                 return False
-            first = self._version is None
             manifest = read_manifest(self.directory)
-            stored = self._store.language_keys()
-            shard_type = shard_type_for(manifest["index_type"], _total(stored), self._shard_type)
-            if shard_type != self._shard_type:
-                self._shards = {}  # the writer rebuilt the index as another type
-            self._manifest, self._shard_type = manifest, shard_type
-            shards: dict[str, Shard] = {}
-            for language, keys in stored.items():
-                shard = self._shards.get(language) or (self._shard_file(language) if first else None)
-                shards[language] = self._reconciled(language, shard, keys)[0]
-            self._shards = shards
+            changes = None if self._version is None or manifest["index_type"] != self._manifest["index_type"] \
+                else self._store.changes_since(self._version, self._max_key)
+            if changes is None or not self._follow_changes(*changes):
+                self._follow_all(manifest)
+            self._manifest = manifest
             self._statistics = self._read_statistics()
             self._version = version
         return True
+
+    def _follow_changes(self, added: dict[str, np.ndarray], removed: dict[str, np.ndarray]) -> bool:
+        """Apply the writes since the last refresh from the store's log (keys are never reused and only grow,
+        so new documents are the keys above the highest seen). False when the shards must be rebuilt instead
+        (auto crossed a size threshold)."""
+        for language in sorted(set(added) | set(removed)):
+            shard = self._shards.get(language) or Shard.empty(self._shard_type, self.dim)
+            shard.remove(removed.get(language, ()))
+            keys = added.get(language, np.zeros(0, dtype=np.int64))
+            shard.add(keys, self._store.vectors(keys))
+            if len(keys):
+                self._max_key = max(self._max_key, int(keys.max()))
+            if len(shard) == 0:
+                self._shards.pop(language, None)
+            else:
+                self._shards[language] = self._build_shard(language) if shard.needs_rebuild() else shard
+        total = sum(len(shard) for shard in self._shards.values())
+        return shard_type_for(self._manifest["index_type"], total, self._shard_type) == self._shard_type
+
+    def _follow_all(self, manifest: dict) -> None:
+        """Every shard made to match the store's keys (the first refresh reads the writer's shard files)."""
+        first = self._version is None
+        stored = self._store.language_keys()
+        shard_type = shard_type_for(manifest["index_type"], _total(stored), self._shard_type)
+        if shard_type != self._shard_type or manifest["index_type"] != self._manifest["index_type"]:
+            self._shards = {}  # the writer rebuilt the index as another type
+        self._manifest, self._shard_type = manifest, shard_type
+        shards: dict[str, Shard] = {}
+        for language, keys in stored.items():
+            shard = self._shards.get(language) or (self._shard_file(language) if first else None)
+            shards[language] = self._reconciled(language, shard, keys)[0]
+        self._shards = shards
+        self._max_key = max((int(keys.max()) for keys in stored.values() if len(keys)), default=0)
 
     def _catch_up(self) -> None:
         if self._store.version() != self._version:

@@ -38,7 +38,14 @@ INSERT OR IGNORE INTO state (name, value) VALUES ('version', 0);
 -- Running sums of the stored vectors per language (float64), for calibration: changed in the same
 -- transaction as the documents, so they always equal a recount.
 CREATE TABLE IF NOT EXISTS language_stats (language TEXT PRIMARY KEY, count INTEGER NOT NULL, sum BLOB NOT NULL);
+-- The keys each write removed (deleted or replaced), by the version it made: a follower catches up from
+-- them and from the keys above the last it saw, without listing every key. Complete from the version in
+-- state 'removals_since' on (a store older than the log starts it at its version then).
+CREATE TABLE IF NOT EXISTS removals (version INTEGER NOT NULL, key INTEGER NOT NULL, language TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS removals_version ON removals(version);
+INSERT OR IGNORE INTO state (name, value) SELECT 'removals_since', value FROM state WHERE name = 'version';
 """
+REMOVALS_KEPT = 100_000  # versions of removals kept; a follower further behind lists every key instead
 STATS_MARKER = "language_stats"  # a state row: present once language_stats has been counted for this store
 SQL_CHUNK = 500  # ids per IN (...) clause
 
@@ -250,6 +257,12 @@ class DocumentStore:
             )
             db.execute("UPDATE state SET value = value + 1 WHERE name = 'version'")
             version = self._version(db)
+            db.executemany("INSERT INTO removals (version, key, language) VALUES (?, ?, ?)",
+                           [(version, key, language) for key, language in removed])
+            if version % 1000 == 0:  # now and then: forget removals no follower that close behind needs
+                oldest = version - REMOVALS_KEPT
+                if db.execute("DELETE FROM removals WHERE version <= ?", (oldest,)).rowcount:
+                    db.execute("UPDATE state SET value = MAX(value, ?) WHERE name = 'removals_since'", (oldest,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:  # a failed COMMIT may have ended it already; don't hide the real error
@@ -266,6 +279,24 @@ class DocumentStore:
     @staticmethod
     def _version(db: sqlite3.Connection) -> int:
         return db.execute("SELECT value FROM state WHERE name = 'version'").fetchone()[0]
+
+    def changes_since(self, version: int, max_key: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None:
+        """What the writes after ``version`` did, for a follower whose shards hold keys up to ``max_key``:
+        ``(added, removed)`` keys by language (added: the live keys above ``max_key``; removed: the keys up to
+        it that those writes removed), or None when the log no longer reaches back that far."""
+        db = self._reader()
+        since = db.execute("SELECT value FROM state WHERE name = 'removals_since'").fetchone()
+        if since is None or version < since[0]:  # a store no writer has opened since the log came, or pruned
+            return None
+        added: dict[str, list[int]] = {}
+        for key, language in db.execute("SELECT key, language FROM documents WHERE key > ? ORDER BY key", (max_key,)):
+            added.setdefault(language, []).append(key)
+        removed: dict[str, list[int]] = {}
+        for key, language in db.execute("SELECT key, language FROM removals WHERE version > ? AND key <= ?",
+                                        (version, max_key)):
+            removed.setdefault(language, []).append(key)
+        as_arrays = lambda keys: {language: np.asarray(k, dtype=np.int64) for language, k in keys.items()}  # noqa: E731
+        return as_arrays(added), as_arrays(removed)
 
     def rows_by_id(self, ids: Sequence[str]) -> dict[str, StoredRow]:
         out: dict[str, StoredRow] = {}

@@ -175,3 +175,51 @@ def test_precomputed_vectors_are_stored_as_given_and_checked(tmp_path):
         collection.add([docs[0], Document("v0", "v passage number 0", "en")], vectors=np.vstack([vectors[3], fresh[0]]))
         assert collection.search(fresh[0], k=1)[0].id == "v0"
         assert [hit.id for hit in collection.search(vectors[3], k=4) if hit.score > 0.999] == ["v3"]
+
+
+@pytest.mark.parametrize("index_type", ["flat", "hnsw"])
+def test_a_follower_catches_up_from_the_log_as_a_full_listing_would(tmp_path, index_type, monkeypatch):
+    rng = np.random.default_rng(7)
+    with Collection.open(tmp_path / "index", HashEncoder(), index_type=index_type) as writer:
+        writer.add(documents("seed", 30) + documents("graine", 20, "fr"))
+        follower = Collection.open_follower(writer.directory, HashEncoder())
+        full_listings = []
+        follow_all = follower._follow_all
+        monkeypatch.setattr(follower, "_follow_all", lambda manifest: (full_listings.append(1), follow_all(manifest)))
+        try:
+            for step in range(40):
+                ids = [doc.id for doc in writer.documents()]
+                action = rng.integers(3)
+                if action == 0:  # new documents, some in a new language
+                    writer.add(documents(f"s{step}-", int(rng.integers(1, 5)), ["en", "fr", "de"][step % 3]))
+                elif action == 1 and ids:  # deletes
+                    writer.delete(list(rng.choice(ids, size=min(3, len(ids)), replace=False)))
+                elif ids:  # a replacement: same id, new text, new key
+                    doc_id = str(rng.choice(ids))
+                    writer.add([Document(doc_id, f"rewritten at step {step}", writer.get(doc_id).language)])
+                assert follower.languages() == writer.languages()
+                query = HashEncoder().encode([f"s{step}- passage number 0"], "passage")[0]
+                assert [(h.id, round(h.score, 5)) for h in follower.search(query, k=5)] == \
+                       [(h.id, round(h.score, 5)) for h in writer.search(query, k=5)]
+            assert full_listings == []  # every catch-up came from the log
+            assert follower.statistics().counts == writer.statistics().counts
+        finally:
+            follower.close()
+
+
+def test_a_follower_behind_the_kept_log_lists_every_key(tmp_path, monkeypatch):
+    from indexes import store as store_module
+
+    monkeypatch.setattr(store_module, "REMOVALS_KEPT", 10)
+    with Collection.open(tmp_path / "index", HashEncoder()) as writer:
+        writer.add(documents("seed", 5))
+        follower = Collection.open_follower(writer.directory, HashEncoder())
+        try:
+            assert len(follower) == 5
+            for i in range(1000):  # version 1000 prunes the removals older than 990
+                writer.add([Document("churn", f"churn text {i}", "de")])
+            writer.delete(["seed0"])
+            assert follower.languages() == writer.languages() == {"de": 1, "en": 4}
+            assert top_id(follower, "churn text 999") == "churn"
+        finally:
+            follower.close()
