@@ -405,7 +405,7 @@ def worker_build(args) -> dict:
             shard.add(part.astype(np.int64), read_rows(vectors, part))
         seconds += time.perf_counter() - start
         structures[name] = shard.structure
-        inner = shard._inner()
+        inner = shard._inner_index
         kinds[name] = type(inner).__name__ + (f" nlist={inner.nlist}" if isinstance(inner, faiss.IndexIVF) else "")
         faiss.write_index(shard.index, str(out_dir / f"{name}.faiss"))
         log(f"  built {args.variant}/{args.layout} shard {name}: {len(rows):,} vectors, {seconds:.1f} s so far")
@@ -417,7 +417,7 @@ def worker_build(args) -> dict:
 def apply_setting(shard, setting: dict) -> int:
     import faiss
 
-    inner = shard._inner()
+    inner = shard._inner_index
     if "ef" in setting and isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = setting["ef"]
     if "probe" in setting and isinstance(inner, faiss.IndexIVF):

@@ -189,8 +189,7 @@ class Collection:
                 self._shards.pop(language, None)
             else:
                 self._shards[language] = self._build_shard(language) if shard.needs_rebuild() else shard
-        total = sum(len(shard) for shard in self._shards.values())
-        return shard_type_for(self._manifest["index_type"], total, self._shard_type) == self._shard_type
+        return shard_type_for(self._manifest["index_type"], self._live_total(), self._shard_type) == self._shard_type
 
     def _follow_all(self, manifest: dict) -> None:
         """Every shard made to match the store's keys (the first refresh reads the writer's shard files)."""
@@ -295,12 +294,12 @@ class Collection:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(documents, Document):
             documents = [documents]
-        given = None
-        if vectors is not None:
-            documents = [validate_document(doc) for doc in documents]
-            # by id, the last row of a repeated id winning, as in _prepare
-            given = dict(zip((doc.id for doc in documents), check_vectors(vectors, len(documents), self.dim)))
-        documents = self._prepare(documents)
+        documents = list(documents)
+        checked = check_vectors(vectors, len(documents), self.dim) if vectors is not None else None
+        prepared = self._prepare(documents)  # every document validated (so each has an id) before anything else
+        # by id, the last row of a repeated id winning, as in _prepare
+        given = dict(zip((doc.id for doc in documents), checked)) if checked is not None else None
+        documents = prepared
         with self._reading():
             stored = self._store.rows_by_id([doc.id for doc in documents])
         unchanged = [doc for doc in documents if doc.id in stored and _same(doc, stored[doc.id])] if skip_unchanged else []
@@ -467,7 +466,7 @@ class Collection:
     def _follow_size(self) -> None:
         """``auto``: once the collection crosses a size threshold, rebuild every shard as the other type
         from the stored vectors (one time; ~40 s at 1M passages)."""
-        total = sum(len(shard) for shard in self._shards.values())
+        total = self._live_total()
         wanted = shard_type_for(self._manifest["index_type"], total, self._shard_type)
         if wanted == self._shard_type:
             return
@@ -563,7 +562,11 @@ class Collection:
 
     def __len__(self) -> int:
         with self._reading():
-            return sum(len(shard) for shard in self._shards.values())
+            return self._live_total()
+
+    def _live_total(self) -> int:
+        """Documents in all shards (caller holds a lock)."""
+        return sum(len(shard) for shard in self._shards.values())
 
     def documents(self) -> Iterator[Document]:
         """Every document, in insertion order (one consistent snapshot)."""

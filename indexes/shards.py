@@ -131,16 +131,13 @@ class Shard:
             faiss.write_index(self.index, str(tmp))
 
     def _configure(self) -> None:
-        inner = self._inner()
+        inner = self._inner_index
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = HNSW_EF_SEARCH
         elif isinstance(inner, faiss.IndexIVF):
             inner.nprobe = min(inner.nlist, max(IVF_MIN_NPROBE, round(inner.nlist * IVF_NPROBE_SHARE)))
             if inner.direct_map.type != faiss.DirectMap.Hashtable:  # vectors(keys) reconstructs by key
                 inner.set_direct_map_type(faiss.DirectMap.Hashtable)
-
-    def _inner(self) -> faiss.Index:
-        return self._inner_index
 
     @property
     def structure(self) -> str:
@@ -154,7 +151,7 @@ class Shard:
 
     def all_keys(self) -> np.ndarray:
         """Every key in the FAISS index, stale ones included."""
-        inner = self._inner()
+        inner = self._inner_index
         if isinstance(inner, faiss.IndexIVF):
             lists = inner.invlists
             parts = [
@@ -193,7 +190,7 @@ class Shard:
 
     def storage_keys(self) -> np.ndarray:
         """The key of each row of ``stored_vectors()`` (flat and hnsw: FAISS's id map, in storage order)."""
-        inner = self._inner()
+        inner = self._inner_index
         if isinstance(inner, faiss.IndexIVF):
             return self.all_keys()
         return faiss.vector_to_array(self._outer.id_map).astype(np.int64)
@@ -201,7 +198,7 @@ class Shard:
     def stored_vectors(self) -> np.ndarray:
         """Every vector the FAISS index holds (stale ones included), in no particular order. For flat and
         hnsw a view of FAISS's own storage (valid until the next write), no copy."""
-        inner = self._inner()
+        inner = self._inner_index
         if isinstance(inner, faiss.IndexIVF):
             return self.vectors(self.all_keys())
         storage = self._storage
@@ -217,7 +214,7 @@ class Shard:
         if self.index_type == "ivf":
             if structure == "flat":
                 return live >= IVF_MIN_SIZE
-            nlist = self._inner().nlist
+            nlist = self._inner_index.nlist
             return live < IVF_MIN_SIZE // 2 or _ivf_lists(live) >= 2 * nlist
         return False
 
@@ -232,7 +229,7 @@ class Shard:
         if structure == "hnsw" and k >= live:
             scores, keys = self._hnsw_exhaustive(query)  # the graph may not reach every node; scan instead
         elif structure == "ivf" and k >= live:
-            inner = self._inner()  # probe every list: exact, like flat/hnsw for k >= size
+            inner = self._inner_index  # probe every list: exact, like flat/hnsw for k >= size
             fetch = min(int(self.index.ntotal), k)
             scores, keys = self.index.search(query, fetch, params=faiss.SearchParametersIVF(nprobe=inner.nlist))
         else:

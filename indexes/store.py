@@ -80,6 +80,10 @@ def _chunks(items: Sequence, size: int = SQL_CHUNK) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
+def _key_arrays(keys: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    return {language: np.asarray(values, dtype=np.int64) for language, values in keys.items()}
+
+
 def _marks(n: int) -> str:
     return ",".join("?" * n)
 
@@ -295,8 +299,7 @@ class DocumentStore:
         for key, language in db.execute("SELECT key, language FROM removals WHERE version > ? AND key <= ?",
                                         (version, max_key)):
             removed.setdefault(language, []).append(key)
-        as_arrays = lambda keys: {language: np.asarray(k, dtype=np.int64) for language, k in keys.items()}  # noqa: E731
-        return as_arrays(added), as_arrays(removed)
+        return _key_arrays(added), _key_arrays(removed)
 
     def rows_by_id(self, ids: Sequence[str]) -> dict[str, StoredRow]:
         out: dict[str, StoredRow] = {}
@@ -332,7 +335,7 @@ class DocumentStore:
         out: dict[str, list[int]] = {}
         for key, language in db.execute("SELECT key, language FROM documents ORDER BY key").fetchall():
             out.setdefault(language, []).append(key)
-        return {language: np.asarray(keys, dtype=np.int64) for language, keys in out.items()}
+        return _key_arrays(out)
 
     def language_vectors(self, language: str, writer: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of all documents in ``language``."""
