@@ -39,7 +39,7 @@ $(BASE)/artifact.json: | $(BIN)/.installed
 
 base-model: $(BASE)/artifact.json
 
-# Reproduces adapters/recommended in runs/recommended/adapter (~16 min on 2 idle cores; Ctrl-C, then `make train`
+# Reproduces adapters/recommended in runs/recommended/adapter (~17 min on 2 idle cores; Ctrl-C, then `make train`
 # again, resumes). Serve the result: make serve ADAPTER=runs/recommended/adapter MODEL=artifacts/models/mine
 train: $(BIN)/.installed
 	@resume=""; [ -f runs/recommended/checkpoint.pt ] && resume=--resume; \
